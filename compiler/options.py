@@ -1,0 +1,50 @@
+"""Compile options shared by every backend: priors and constraints on the hyperparameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from gpytorch.constraints import Interval, Positive
+from gpytorch.priors import GammaPrior, Prior
+
+from .errors import KernelError, did_you_mean
+
+
+def _default_lengthscale_prior() -> Prior:
+    return GammaPrior(3.0, 6.0)
+
+
+def _default_outputscale_prior() -> Prior:
+    return GammaPrior(2.0, 0.15)
+
+
+@dataclass
+class KernelOptions:
+    """Options of ``kd.compile(..., **options)``.
+
+    Defaults follow botorch's classic Matern set-up for inputs scaled to about
+    [0, 1]: Gamma(3, 6) on every lengthscale, Gamma(2, 0.15) on the output scale,
+    and a Dirichlet(``weight_concentration``) on the weights of each learned sum
+    (2.0: a mild pull towards equal weights; 1.0 is flat). ``None`` for a prior
+    means no prior.
+    """
+
+    lengthscale_prior: Prior | None = field(default_factory=_default_lengthscale_prior)
+    outputscale_prior: Prior | None = field(default_factory=_default_outputscale_prior)
+    weight_concentration: float | None = 2.0
+    lengthscale_constraint: Interval = field(default_factory=Positive)
+    outputscale_constraint: Interval = field(default_factory=Positive)
+
+    @classmethod
+    def from_kwargs(cls, options: dict[str, Any]) -> "KernelOptions":
+        """Build from keyword options, with a clear error for unknown ones."""
+        known = {f.name for f in fields(cls)}
+        for name in options:
+            if name not in known:
+                raise KernelError(f"unknown compile option '{name}'",
+                                  hint=did_you_mean(name, known) or f"known options: {', '.join(sorted(known))}")
+        opts = cls(**options)
+        if opts.weight_concentration is not None and not opts.weight_concentration > 0:
+            raise KernelError(f"weight_concentration must be positive, got {opts.weight_concentration!r}")
+        return opts

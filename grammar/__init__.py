@@ -1,0 +1,1 @@
+"""The lark grammar of the kernel language, shipped as package data (kernel.lark)."""

@@ -1,0 +1,153 @@
+"""Bad sources: each error class with its message, position and caret; fuzzing finds only KernelErrors."""
+
+import warnings
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import kerneldsl as kd
+from kerneldsl import KernelError, KernelNameError, KernelSyntaxError, KernelWarning
+from strategies import programs
+
+FEATURES = ["log_lr", "log_batch_size", "momentum", "1cycle_max_lr", "opt=adam", "opt=sgd"]
+GROUPS = {"lr": ["log_lr", "1cycle_max_lr"], "opt": ["opt=adam", "opt=sgd"]}
+
+
+def compile_error(source, features=FEATURES, groups=GROUPS):
+    with pytest.raises(KernelError) as info:
+        kd.compile(source, features=features, groups=groups, backend="reference")
+    return info.value
+
+
+# (source, error class, message fragment, line, column)
+BAD = [
+    ("lr +", KernelSyntaxError, "missing a kernel after the operator", 1, 4),
+    ("lr opt", KernelSyntaxError, "missing operator between two terms", 1, 4),
+    ("(lr + opt", KernelSyntaxError, "unclosed '('", 1, 7),
+    ("matern52({log_lr, momentum)", KernelSyntaxError, "unclosed '{'", 1, 27),
+    ("lr)", KernelSyntaxError, "unexpected closing bracket", 1, 3),
+    ("{log_lr + momentum}", KernelSyntaxError, "feature set holds feature names only", 1, 9),
+    ("lr * 0.3", KernelSyntaxError, "numeric weight goes before its term", 1, 6),
+    ("lr - opt", KernelSyntaxError, "'-' is not an operator", 1, 4),
+    ("k = lr\nk2 = lr $ opt", KernelSyntaxError, "unexpected character '$'", 2, 9),
+    ('"log_lr"', KernelSyntaxError, "quoted name can only stand inside a feature set", 1, 1),
+    ("a = lr = opt", KernelSyntaxError, "'=' can only follow a plain name", 1, 8),
+    ("materm52({log_lr})", KernelNameError, "unknown function 'materm52'", 1, 1),
+    ("matern52({log_lrr})", KernelNameError, "unknown feature 'log_lrr'", 1, 11),
+    ("regime * lr", KernelNameError, "unknown name 'regime'", 1, 1),
+    ("lrs", KernelNameError, "unknown name 'lrs'", 1, 1),
+    ("matern52({})", KernelError, "empty feature set", 1, 10),
+    ("a = b\nb = a\na", KernelError, "cycle: a -> b -> a", 1, 1),
+    ("a = lr\na = opt\na", KernelError, "'a' is defined twice (first on line 1)", 2, 1),
+    ("lr = {log_lr}\nlr", KernelError, "already a group passed in groups=", 1, 1),
+    ("log_lr = lr\nlog_lr", KernelError, "is a feature name", 1, 1),
+    ("fj = lr\nfj", KernelError, "is a kernel function", 1, 1),
+    ("matern52(lr, opt)", KernelError, "takes exactly one feature set or group, got 2", 1, 1),
+    ("matern52()", KernelError, "got 0 arguments", 1, 1),
+    ("matern52(lr + opt)", KernelError, "takes a feature set or group, not a kernel expression", 1, 10),
+    ("r = lr * opt\nfj(r)", KernelError, "'r' is a kernel", 2, 4),
+    ("0.5 * lr + opt", KernelError, "either every term of a sum has a numeric weight or none", 1, 12),
+    ("0.5 * lr + 0.6 * opt", KernelError, "must add up to 1", 1, 1),
+    ("kernel = 0.5 * lr", KernelError, "numeric weight can only stand on a term of a sum", 1, 10),
+    ("matern52({log_lr, lr})", KernelError, "appears twice in this set", 1, 19),
+    ("a = lr\nopt", KernelError, None, None, None),  # valid but warns: tested below
+    ("a = lr", KernelError, "defines no kernel", 1, 7),
+    ("", KernelError, "defines no kernel", 1, 1),
+    ("lr\nopt = lr", KernelError, None, None, None),
+    ("x = lr\nx + opt\nkernel = x", KernelError, "bare expression must be the last statement", 2, 1),
+    ("kernel = lr\nopt * lr", KernelError, "both a final expression and a definition named 'kernel'", 2, 1),
+]
+
+
+@pytest.mark.parametrize("source, cls, fragment, line, column", [b for b in BAD if b[2] is not None])
+def test_error_messages(source, cls, fragment, line, column):
+    err = compile_error(source)
+    assert type(err) is cls, f"{type(err).__name__}: {err}"
+    assert fragment in str(err)
+    assert (err.line, err.column) == (line, column), str(err)
+    text = str(err).splitlines()
+    assert text[0].startswith(f"line {line}, column {column}: ")
+    source_line = source.splitlines()[line - 1] if source else ""
+    assert text[1] == "    " + source_line
+    assert text[2] == "    " + " " * (column - 1) + "^"
+
+
+@pytest.mark.parametrize("source, suggestion", [
+    ("materm52({log_lr})", "did you mean 'matern52'?"),
+    ("matern52({log_lrr})", "did you mean 'log_lr'?"),
+    ("lrs", "did you mean 'lr'?"),
+    ("fj(opts)", "did you mean 'opt'?"),
+])
+def test_unknown_names_suggest_closest(source, suggestion):
+    assert suggestion in str(compile_error(source))
+
+
+def test_bad_python_arguments():
+    with pytest.raises(KernelNameError, match="group 'lr' names feature 'log_lrr'.*\n.*did you mean 'log_lr'"):
+        kd.compile("lr", features=FEATURES, groups={"lr": ["log_lrr"]})
+    with pytest.raises(KernelError, match="listed twice"):
+        kd.compile("a", features=["a", "a"])
+    with pytest.raises(KernelError, match="must not be empty"):
+        kd.compile("a", features=[])
+    with pytest.raises(KernelError, match="has the name of a feature"):
+        kd.compile("a", features=["a"], groups={"a": ["a"]})
+    with pytest.raises(KernelError, match="unknown backend 'gpu'"):
+        kd.compile("a", features=["a"], backend="gpu")
+    with pytest.raises(KernelError, match="unknown compile option 'lengthscale_prio'.*\n.*lengthscale_prior"):
+        kd.compile("a", features=["a"], lengthscale_prio=None)
+    with pytest.raises(KernelSyntaxError, match="must be a string"):
+        kd.compile(None, features=["a"])
+
+
+def test_unused_definition_warns_with_position():
+    with pytest.warns(KernelWarning, match="line 1, column 1: definition 'a' is never used"):
+        kd.compile("a = lr\nopt", features=FEATURES, groups=GROUPS, backend="reference")
+    with pytest.warns(KernelWarning, match="group 'w' is never used"):
+        kd.compile("w = {momentum}\nlr", features=FEATURES, groups=GROUPS, backend="reference")
+
+
+def test_valid_program_does_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kd.compile("a = lr\nw = {momentum}\nkernel = a * w", features=FEATURES, groups=GROUPS, backend="reference")
+
+
+def _mutate(source: str, data) -> str:
+    """Delete, duplicate or insert characters at random places."""
+    chars = list(source)
+    for _ in range(data.draw(st.integers(1, 4))):
+        op = data.draw(st.sampled_from(["delete", "insert", "swap"]))
+        i = data.draw(st.integers(0, max(len(chars) - 1, 0)))
+        if op == "delete" and chars:
+            del chars[i]
+        elif op == "insert":
+            chars.insert(i, data.draw(st.sampled_from(list("(){},=+*#\"\n 0.5-$xfjk") + ["fj(", "{", "kernel ="])))
+        elif chars:
+            j = data.draw(st.integers(0, len(chars) - 1))
+            chars[i], chars[j] = chars[j], chars[i]
+    return "".join(chars)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(programs(), st.data())
+def test_mutated_sources_raise_only_kernel_errors(program, data):
+    source = _mutate(program.source, data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KernelWarning)
+        try:
+            kd.compile_ir(source, program.features, program.groups)
+        except KernelError as err:
+            assert "Traceback" not in str(err) and "lark" not in str(err).lower()
+            assert err.line is None or err.line >= 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=40))
+def test_random_text_raises_only_kernel_errors(text):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KernelWarning)
+        try:
+            kd.compile_ir(text, ["a", "b"], {"g": ["a"]})
+        except KernelError:
+            pass
