@@ -6,6 +6,15 @@ from .compiler.errors import KernelError, KernelNameError, KernelSyntaxError
 from .compiler.ir import KernelIR
 from .compiler.lower import compile_ir
 from .compiler.options import KernelOptions
+from .parameters import Choice, ConfigError, Int, Scalar, SpaceError
+from .sampling import SamplingError, initial_design, sample
+from .space import LinearConstraint, Space
+from .sweep import Sweep, SweepError, load_sweep
+from .transforms import Add, Chain, FeatureTransform, Log, Mean, Multiply, OneHot, PassThrough, RelativeToMean, Subtract
 
 __all__ = ["compile", "build", "compile_ir", "KernelIR", "KernelOptions",
-           "KernelError", "KernelNameError", "KernelSyntaxError", "KernelWarning"]
+           "KernelError", "KernelNameError", "KernelSyntaxError", "KernelWarning",
+           "Space", "Scalar", "Int", "Choice", "LinearConstraint", "SpaceError", "ConfigError",
+           "sample", "initial_design", "SamplingError", "load_sweep", "Sweep", "SweepError",
+           "Chain", "FeatureTransform", "Log", "Add", "Subtract", "Multiply", "Mean", "RelativeToMean",
+           "OneHot", "PassThrough"]
