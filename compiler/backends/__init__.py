@@ -14,7 +14,8 @@ from ..errors import KernelError, did_you_mean
 BACKENDS: dict[str, str] = {
     "reference": ".reference",
     "torch": ".torch_kernel",
-    # "triton": ".triton_kernel",  # registered by the triton backend
+    "triton": ".triton_kernel",
+    "auto": ".auto",
 }
 """Backend name -> module (relative to this package) that defines ``build``."""
 

@@ -1,0 +1,444 @@
+"""The ``torch`` backend: every term at once with vectorised PyTorch ops, the DAG level by level.
+
+Values live in tables ``[*, rows, pairs]`` (pairs last, so every per-row op runs
+over contiguous memory):
+
+1. per-feature differences ``delta [*, features, pairs]`` (all ``n*m`` pairs; only
+   the ``n(n+1)/2`` upper-triangular ones when ``x1`` is ``x2``; ``n`` for ``diag``);
+2. scaled distances of all terms of a kind in one matmul: ``d2 = W @ delta**2``
+   with ``W[t, f] = 1 / l_slot**2`` (``1 / l`` and ``|delta|`` for categorical
+   terms), so nothing of size (term, feature) slots x pairs is built;
+3. base kernels per kind block (matern as fused autograd functions of ``d2``);
+4. per level: all weighted sums as matmuls with [sums x children] weight matrices
+   built from the softmaxed logits, all products as one gather + ``prod``;
+5. ``outputscale * root``, mirrored into the symmetric matrix by a gather.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.autograd.function import once_differentiable
+from torch.utils.checkpoint import checkpoint
+
+from ..errors import KernelError
+from ..ir import KernelIR, Product, Sum
+from ..options import KernelOptions
+from .common import check_inputs
+from .flat_params import FlatParameterKernel
+
+_SQUARED_KINDS = ("matern12", "matern32", "matern52", "rbf")
+_ABS_KINDS = ("categorical",)
+_SQRT3 = math.sqrt(3.0)
+_SQRT5 = math.sqrt(5.0)
+
+
+@dataclass(frozen=True)
+class _Stage:
+    """One distance stage: its input columns and where each lengthscale slot lands in ``W [terms, features]``."""
+
+    features: tuple[int, ...]
+    """Input columns the stage's terms read (columns of W)."""
+    num_terms: int
+    """Terms of the stage (rows of W and of its distance table)."""
+    positions: tuple[int, ...]
+    """Flat position ``term_row * len(features) + feature_column`` in W of each entry."""
+    slots: tuple[int, ...]
+    """Lengthscale slot of each entry."""
+
+
+@dataclass(frozen=True)
+class _SumSource:
+    """The part of one level's sums that reads one block: ``weights [sums, block rows] @ block``."""
+
+    block: int
+    positions: tuple[int, ...]
+    """Flat position ``sum * block_rows + row`` of each (sum, child) weight."""
+    weights: tuple[int, ...]
+    """Index into ``cat(softmaxed learned weights, fixed weights)`` of each entry."""
+
+
+@dataclass(frozen=True)
+class _Level:
+    """The composite nodes of one level: sums as matmuls, products as one gather + ``prod``."""
+
+    num_sums: int
+    sum_sources: tuple[_SumSource, ...]
+    product_rows: tuple[tuple[int, tuple[int, ...]], ...]
+    """(block, rows) gathered into the products' table, in order; a row of ones follows when padding is needed."""
+    product_children: tuple[tuple[int, ...], ...]
+    """Rows of that table holding each product's children, padded with the ones row."""
+    pad_with_ones: bool
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything forward needs, computed once from the IR.
+
+    Values live in blocks ``[*, rows, pairs]``: one per base-kernel kind, then per
+    level one for its sums and one for its products. A node is a (block, row).
+    """
+
+    squared: _Stage
+    absolute: _Stage
+    kind_blocks: tuple[tuple[str, int, int], ...]
+    """(kind, first row, end row) of the squared stage's distance table per kind, in block order."""
+    levels: tuple[_Level, ...]
+    block_rows: tuple[int, ...]
+    root: tuple[int, int]
+    weight_groups: tuple[int, ...]
+    """Softmax group of each learned weight slot."""
+    fixed_weights: tuple[float, ...]
+
+
+def _plan(ir: KernelIR) -> _Plan:
+    known = set(_SQUARED_KINDS) | set(_ABS_KINDS)
+    for term in ir.terms:
+        if term.kind not in known:
+            raise KernelError(f"term '{term.label}' has unknown kind '{term.kind}'")
+    location: dict[int, tuple[int, int]] = {}  # node id -> (block, row)
+    block_rows: list[int] = []
+
+    def add_block(members: list[int]) -> None:
+        location.update({n: (len(block_rows), row) for row, n in enumerate(members)})
+        block_rows.append(len(members))
+
+    kind_blocks, order_sq = [], []
+    for kind in _SQUARED_KINDS:
+        members = [t for t, term in enumerate(ir.terms) if term.kind == kind]
+        if members:
+            kind_blocks.append((kind, len(order_sq), len(order_sq) + len(members)))
+            add_block(members)
+            order_sq += members
+    order_abs = [t for t, term in enumerate(ir.terms) if term.kind in _ABS_KINDS]
+    if order_abs:
+        add_block(order_abs)
+
+    fixed: list[float] = []
+    levels = []
+    for level in ir.levels:
+        sums = [n for n in level if isinstance(ir.node(n), Sum)]
+        products = [n for n in level if isinstance(ir.node(n), Product)]
+        levels.append(_Level(len(sums), _sum_sources(ir, sums, location, block_rows, fixed),
+                             *_product_gather(ir, products, location)))
+        for members in (sums, products):
+            if members:
+                add_block(members)
+
+    group_of_slot = [0] * ir.num_weights
+    for g, group in enumerate(ir.weight_groups()):
+        for s in group:
+            group_of_slot[s] = g
+    return _Plan(_stage(ir, order_sq), _stage(ir, order_abs), tuple(kind_blocks), tuple(levels),
+                 tuple(block_rows), location[ir.root], tuple(group_of_slot), tuple(fixed))
+
+
+def _stage(ir: KernelIR, order: list[int]) -> _Stage:
+    """The distance stage of the terms ``order`` (rows of its table, in that order)."""
+    features = sorted({f for t in order for f in ir.terms[t].features})
+    column = {f: i for i, f in enumerate(features)}
+    positions, slots = [], []
+    for row, t in enumerate(order):
+        for f, s in zip(ir.terms[t].features, ir.terms[t].lengthscales):
+            positions.append(row * len(features) + column[f])
+            slots.append(s)
+    return _Stage(tuple(features), len(order), tuple(positions), tuple(slots))
+
+
+def _sum_sources(ir: KernelIR, sums: list[int], location: dict[int, tuple[int, int]],
+                 block_rows: list[int], fixed: list[float]) -> tuple[_SumSource, ...]:
+    """Weight-matrix entries of one level's sums, per block read; fixed weights are appended to ``fixed``."""
+    by_block: dict[int, tuple[list[int], list[int]]] = {}
+    for j, node_id in enumerate(sums):
+        node = ir.node(node_id)
+        for i, child in enumerate(node.children):
+            if node.fixed is not None:
+                fixed.append(float(node.fixed[i]))
+                weight = ir.num_weights + len(fixed) - 1
+            else:
+                weight = node.weights[i]
+            block, row = location[child]
+            positions, weights = by_block.setdefault(block, ([], []))
+            positions.append(j * block_rows[block] + row)
+            weights.append(weight)
+    return tuple(_SumSource(b, tuple(p), tuple(w)) for b, (p, w) in sorted(by_block.items()))
+
+
+def _product_gather(ir: KernelIR, products: list[int], location: dict[int, tuple[int, int]]):
+    """(rows to gather, children per product padded with the ones row, whether padding occurs)."""
+    gathered: dict[tuple[int, int], int] = {}
+    for node_id in products:
+        for child in ir.node(node_id).children:
+            gathered.setdefault(location[child], len(gathered))
+    width = max((len(ir.node(n).children) for n in products), default=0)
+    ones_row = len(gathered)
+    children = tuple(tuple(gathered[location[c]] for c in ir.node(n).children)
+                     + (ones_row,) * (width - len(ir.node(n).children)) for n in products)
+    pad = any(len(ir.node(n).children) < width for n in products)
+    return _runs(list(gathered)), children, pad  # insertion order == row order of the gathered table
+
+
+def _runs(locations: list[tuple[int, int]]) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    """Consecutive (block, row) pairs grouped into (block, rows) runs, order kept."""
+    runs: list[tuple[int, list[int]]] = []
+    for block, row in locations:
+        if runs and runs[-1][0] == block:
+            runs[-1][1].append(row)
+        else:
+            runs.append((block, [row]))
+    return tuple((b, tuple(r)) for b, r in runs)
+
+
+class TorchKernel(FlatParameterKernel):
+    """A compiled kernel evaluated with vectorised PyTorch ops (CPU or CUDA, any float dtype)."""
+
+    def __init__(self, ir: KernelIR, batch_shape: torch.Size = torch.Size([]),
+                 options: KernelOptions | None = None):
+        super().__init__(ir, batch_shape, options)
+        _check_levels(ir)
+        self.plan = _plan(ir)
+        self._index_names: dict[tuple, str] = {}
+        for name, stage in (("squared", self.plan.squared), ("absolute", self.plan.absolute)):
+            self._index((name, "features"), stage.features)
+            self._index((name, "positions"), stage.positions)
+            self._index((name, "slots"), stage.slots)
+        self._index(("weight_groups",), self.plan.weight_groups)
+        self.register_buffer("_fixed_weights", torch.tensor(self.plan.fixed_weights, dtype=torch.float64),
+                             persistent=False)  # float64: literal weights stay exact whatever the default dtype
+        for i, level in enumerate(self.plan.levels):
+            for j, source in enumerate(level.sum_sources):
+                self._index((i, "sum", j, "positions"), source.positions)
+                self._index((i, "sum", j, "weights"), source.weights)
+            for j, (_, rows) in enumerate(level.product_rows):
+                self._index((i, "product", j, "rows"), rows)
+            self._index((i, "product", "children"), tuple(c for p in level.product_children for c in p))
+
+    def _index(self, key: tuple, values: tuple[int, ...]) -> None:
+        """Register an index vector as a (non-persistent) buffer, so that it follows ``.to(device)``."""
+        name = "_index_" + "_".join(str(k) for k in key)
+        self.register_buffer(name, torch.tensor(values, dtype=torch.long), persistent=False)
+        self._index_names[key] = name
+
+    def _get(self, *key) -> torch.Tensor:
+        return getattr(self, self._index_names[key])
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False,
+                last_dim_is_batch: bool = False, **params) -> torch.Tensor:
+        if last_dim_is_batch:
+            raise KernelError("last_dim_is_batch=True is not supported by kerneldsl kernels")
+        check_inputs(self.ir, x1, x2, diag)
+        plan = self.plan
+        dtype = torch.promote_types(torch.promote_types(x1.dtype, x2.dtype), self.raw_lengthscale.dtype)
+        x1, x2 = x1.to(dtype), x2.to(dtype)
+        pairs = _pairs_mode(x1, x2, diag)
+        batch = self.raw_outputscale.shape  # the kernel's batch shape, without walking submodules
+        inverse = self.lengthscale.to(dtype).reciprocal()
+
+        blocks: list[torch.Tensor] = []
+        if plan.kind_blocks:
+            d2 = self._distances(x1, x2, pairs, "squared", inverse.square(), square=True,
+                                 row_blocks=[(start, stop) for _, start, stop in plan.kind_blocks])
+            blocks += [_base_kernel(kind, d) for (kind, _, _), d in zip(plan.kind_blocks, d2)]
+        if plan.absolute.num_terms:
+            (d1,) = self._distances(x1, x2, pairs, "absolute", inverse, square=False,
+                                    row_blocks=[(0, plan.absolute.num_terms)])
+            blocks.append(torch.exp(-d1))
+
+        weights = torch.cat([_grouped_softmax(self.weight_logits.to(dtype), self._get("weight_groups")),
+                             self._fixed_weights.to(dtype).expand(*batch, -1)], dim=-1)
+        for i, level in enumerate(plan.levels):
+            if level.num_sums:
+                total = None
+                for j, source in enumerate(level.sum_sources):
+                    rows = plan.block_rows[source.block]
+                    matrix = weights.new_zeros(*batch, level.num_sums * rows).index_add(
+                        -1, self._get(i, "sum", j, "positions"), weights[..., self._get(i, "sum", j, "weights")])
+                    part = _batched_matmul(matrix.view(*batch, level.num_sums, rows), blocks[source.block])
+                    total = part if total is None else total + part
+                blocks.append(total)
+            if level.product_children:
+                parts = [blocks[block].index_select(-2, self._get(i, "product", j, "rows"))
+                         for j, (block, _) in enumerate(level.product_rows)]
+                width = len(level.product_children[0])
+                if level.pad_with_ones:
+                    parts.append(parts[0].new_ones(()).expand(*parts[0].shape[:-2], 1, parts[0].shape[-1]))
+                table = torch.cat(parts, dim=-2) if len(parts) > 1 else parts[0]
+                factors = table.index_select(-2, self._get(i, "product", "children"))
+                blocks.append(factors.unflatten(-2, (len(level.product_children), width)).prod(-2))
+        block, row = plan.root
+        value = blocks[block][..., row, :] * self.outputscale.to(dtype).unsqueeze(-1)
+        return pairs.unflatten(value)
+
+    def _distances(self, x1, x2, pairs, name: str, inverse: torch.Tensor, square: bool,
+                   row_blocks: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """Scaled distances ``[*, terms, pairs]`` of one stage, one table per block of its terms.
+
+        ``W @ |delta|^p`` with one matmul per row block sharing ``|delta|^p``, chunked over features.
+        """
+        stage: _Stage = getattr(self.plan, name)
+        features = self._get(name, "features")
+        x1s = x1.index_select(-1, features).mT.contiguous()
+        x2s = x1s if x2 is x1 else x2.index_select(-1, features).mT.contiguous()
+        entries = inverse[..., self._get(name, "slots")]
+        batch = entries.shape[:-1]
+        width = len(stage.features)
+        matrix = entries.new_zeros(*batch, stage.num_terms * width).index_add(
+            -1, self._get(name, "positions"), entries).view(*batch, stage.num_terms, width)
+        matrices = [matrix[..., start:stop, :] for start, stop in row_blocks]
+        chunk = max(2 * stage.num_terms, 8)
+        if width <= chunk:
+            return list(_stage_chunk(pairs, square, x1s, x2s, *matrices))
+        totals = None
+        needs_grad = torch.is_grad_enabled() and (x1s.requires_grad or x2s.requires_grad or matrix.requires_grad)
+        for lo in range(0, width, chunk):
+            args = (pairs, square, x1s[..., lo:lo + chunk, :], x2s[..., lo:lo + chunk, :],
+                    *(m[..., lo:lo + chunk] for m in matrices))
+            # Recomputed in backward so that only [*, terms, pairs] tensors are kept, never [*, features, pairs].
+            parts = checkpoint(_stage_chunk, *args, use_reentrant=False) if needs_grad else _stage_chunk(*args)
+            totals = list(parts) if totals is None else [t + p for t, p in zip(totals, parts)]
+        return totals
+
+
+def build(ir: KernelIR, batch_shape: torch.Size = torch.Size([]),
+          options: KernelOptions | None = None) -> TorchKernel:
+    """The ``torch`` backend's kernel for ``ir``."""
+    return TorchKernel(ir, torch.Size(batch_shape), options)
+
+
+class _Pairs:
+    """Which (i, j) pairs are the columns of the tables, and how the result is laid out again."""
+
+    def __init__(self, mode: str, n: int, m: int, device: torch.device):
+        self.mode, self.n, self.m = mode, n, m
+        if mode == "upper":
+            self.rows, self.cols, self.mirror = _upper_pairs(n, device)
+
+    def differences(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """``[*, features, pairs]`` differences ``x1[i] - x2[j]`` from inputs laid out ``[*, features, points]``."""
+        if self.mode == "diag":
+            return x1 - x2
+        if self.mode == "upper":
+            return x1.index_select(-1, self.rows) - x1.index_select(-1, self.cols)
+        return (x1.unsqueeze(-1) - x2.unsqueeze(-2)).flatten(-2)
+
+    def unflatten(self, value: torch.Tensor) -> torch.Tensor:
+        if self.mode == "diag":
+            return value
+        if self.mode == "upper":
+            return value.index_select(-1, self.mirror).unflatten(-1, (self.n, self.n))
+        return value.unflatten(-1, (self.n, self.m))
+
+
+def _pairs_mode(x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> _Pairs:
+    n, m = x1.shape[-2], x2.shape[-2]
+    if diag:
+        return _Pairs("diag", n, m, x1.device)
+    # Equal values alone are not enough when gradients must flow to x1 and x2 separately.
+    tracked = torch.is_grad_enabled() and (x1.requires_grad or x2.requires_grad)
+    if x1 is x2 or (x1.shape == x2.shape and not tracked and torch.equal(x1, x2)):
+        return _Pairs("upper", n, n, x1.device)
+    return _Pairs("full", n, m, x1.device)
+
+
+@functools.lru_cache(maxsize=4)
+def _upper_pairs(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows/cols of the ``i <= j`` pairs and, for each (i, j) of the n x n matrix, its pair index."""
+    rows, cols = torch.triu_indices(n, n, device=device)
+    index = torch.empty(n, n, dtype=torch.long, device=device)
+    pair = torch.arange(rows.numel(), device=device)
+    index[rows, cols] = pair
+    index[cols, rows] = pair
+    return rows, cols, index.reshape(-1)
+
+
+def _stage_chunk(pairs: _Pairs, square: bool, x1: torch.Tensor, x2: torch.Tensor,
+                 *matrices: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    delta = pairs.differences(x1, x2)
+    powered = delta.square() if square else delta.abs()
+    return tuple(_batched_matmul(m, powered) for m in matrices)
+
+
+def _batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` with batch dimensions expanded explicitly.
+
+    A small unbatched ``a`` times a batched ``[*, k, pairs]`` ``b`` would otherwise be
+    folded by ``torch.matmul`` into one matmul over a transposed copy of ``b``.
+    """
+    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    return a.expand(*batch, *a.shape[-2:]) @ b.expand(*batch, *b.shape[-2:])
+
+
+def _base_kernel(kind: str, d2: torch.Tensor) -> torch.Tensor:
+    """Base kernel values from squared scaled distances."""
+    if kind == "rbf":
+        return torch.exp(-0.5 * d2)
+    return _Matern.apply(d2, kind)
+
+
+class _Matern(torch.autograd.Function):
+    """Matern kernels as functions of the squared distance, with hand-written derivatives.
+
+    As functions of ``d2`` matern32/52 are smooth at 0 (``dk/dd2 = -3/2 e^{-a}`` and
+    ``-5/6 (1 + a) e^{-a}``), so their gradients are exact at zero distance with no
+    safe-sqrt trick; matern12 (``-e^{-r} / 2r``) gets the subgradient 0 there. Fusing
+    the formula also keeps only two tables per kind for backward.
+    """
+
+    @staticmethod
+    def forward(ctx, d2: torch.Tensor, kind: str) -> torch.Tensor:
+        ctx.kind = kind
+        if kind == "matern12":
+            r = d2.sqrt()
+            value = r.neg().exp_()
+            ctx.save_for_backward(r, value)
+            return value
+        a = d2.sqrt().mul_(_SQRT3 if kind == "matern32" else _SQRT5)
+        e = a.neg().exp_()
+        if kind == "matern32":
+            ctx.save_for_backward(e)
+            return (a + 1.0).mul_(e)
+        ctx.save_for_backward(a, e)
+        return torch.add(a, d2, alpha=5.0 / 3.0).add_(1.0).mul_(e)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        if ctx.kind == "matern12":
+            r, value = ctx.saved_tensors
+            slope = torch.where(r > 0, value / r, 0.0).mul_(-0.5)
+        elif ctx.kind == "matern32":
+            (e,) = ctx.saved_tensors
+            slope = e * -1.5
+        else:
+            a, e = ctx.saved_tensors
+            slope = (a + 1.0).mul_(e).mul_(-5.0 / 6.0)
+        return slope.mul_(grad), None
+
+
+def _grouped_softmax(logits: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Softmax within each group of the last dimension (one group per learned sum)."""
+    if not logits.shape[-1]:
+        return logits
+    count = int(groups.max()) + 1
+    # Softmax is shift invariant, so the (detached) per-group max only guards against overflow.
+    top = logits.new_full((*logits.shape[:-1], count), -math.inf)
+    top = top.scatter_reduce(-1, groups.expand_as(logits), logits.detach(), reduce="amax")
+    e = torch.exp(logits - top[..., groups])
+    total = e.new_zeros(*e.shape[:-1], count).index_add(-1, groups, e)
+    return e / total[..., groups]
+
+
+def _check_levels(ir: KernelIR) -> None:
+    """Every composite node sits in one level, after all of its children."""
+    level_of = {t: -1 for t in range(ir.num_terms)}
+    for i, level in enumerate(ir.levels):
+        for node_id in level:
+            level_of[node_id] = i
+    for node_id in range(ir.num_terms, ir.num_nodes):
+        node = ir.node(node_id)
+        if node_id not in level_of or any(level_of.get(c, len(ir.levels)) >= level_of[node_id]
+                                          for c in node.children):
+            raise KernelError(f"internal error: node {node_id} ('{node.label}') is not levelled after its children")

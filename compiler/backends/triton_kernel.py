@@ -1,0 +1,341 @@
+"""The ``triton`` backend: fused generated kernels behind a gpytorch Kernel.
+
+``build(ir, batch_shape, options)`` returns a ``TritonKernel``. Its forward
+broadcasts the kernel's batch shape against the inputs' (gpytorch semantics),
+flattens the batch onto the launch grid and calls one ``torch.autograd.Function``
+whose backward recomputes each tile from dL/dK. Softmax of the weight logits and
+the lengthscale/outputscale constraints are applied in torch, outside the
+kernels, so autograd chains through them.
+
+Generated modules are written to a per-process temporary directory and imported
+from there (``triton.jit`` reads a function's source from its file), cached by
+the IR's fingerprint and by whether Triton runs in interpreter mode
+(``TRITON_INTERPRET=1``, read by ``triton.jit`` when the module is imported).
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import math
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ..errors import KernelError
+from ..ir import KernelIR
+from ..options import KernelOptions
+from .common import check_inputs
+from .flat_params import FlatParameterKernel
+from .triton_codegen import CODEGEN_VERSION, GeneratedSource, generate
+
+_FIX_HINT = ("use backend='torch', move the model and inputs to a CUDA device, or set the environment "
+             "variable TRITON_INTERPRET=1 to run the kernels in Triton's (slow) CPU interpreter")
+
+
+def triton_unavailable_reason() -> str | None:
+    """Why triton cannot be imported here (None when it can)."""
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception as err:  # ImportError, or a broken install raising anything else
+        return f"triton cannot be imported ({type(err).__name__}: {err})"
+    return None
+
+
+def interpreter_enabled() -> bool:
+    """Whether ``triton.jit`` currently builds interpreted kernels (``TRITON_INTERPRET=1``)."""
+    import triton
+    return bool(triton.knobs.runtime.interpret)
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    """Tile sizes and warps of the launches (``block`` must be a power of two)."""
+
+    block_m: int = 32
+    block_n: int = 32
+    block_diag: int = 128
+    num_warps: int = 4
+
+    @staticmethod
+    def default(interpret: bool) -> "BlockConfig":
+        # The interpreter runs programs one after another on numpy: few, larger tiles are fastest.
+        return BlockConfig(32, 32, 64, 1) if interpret else BlockConfig()
+
+
+# --- compiled modules -------------------------------------------------------------
+
+_lock = threading.Lock()
+_modules: dict[tuple[str, bool], "CompiledKernels"] = {}
+_source_dir: Path | None = None
+
+
+def _generated_dir() -> Path:
+    global _source_dir
+    if _source_dir is None:
+        _source_dir = Path(tempfile.mkdtemp(prefix="kerneldsl-triton-"))
+        atexit.register(shutil.rmtree, _source_dir, True)
+    return _source_dir
+
+
+def compiled_kernels(ir: KernelIR) -> "CompiledKernels":
+    """The generated kernels of ``ir``, generated and imported once per process and mode."""
+    reason = triton_unavailable_reason()
+    if reason is not None:
+        raise KernelError(f"backend 'triton' cannot run: {reason}", hint="use backend='torch' or install triton")
+    key = (f"{ir.fingerprint()}-v{CODEGEN_VERSION}", interpreter_enabled())
+    with _lock:
+        if key not in _modules:
+            generated = generate(ir)
+            _modules[key] = CompiledKernels(ir, generated, _import_source(generated.source, key), key[1])
+        return _modules[key]
+
+
+def _import_source(source: str, key: tuple[str, bool]) -> ModuleType:
+    fingerprint, interpret = key
+    path = _generated_dir() / f"kd_{fingerprint.replace('-', '_')}.py"
+    if not path.exists():
+        path.write_text(source)
+    name = f"kerneldsl_generated_{path.stem}_{'interpreted' if interpret else 'compiled'}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class CompiledKernels:
+    """Launches the four generated kernels of one IR on flattened ``[B, ...]`` tensors.
+
+    Shared by every kernel of the same IR: copying returns the same object and
+    unpickling looks it up (or regenerates it) in this process's cache.
+    """
+
+    def __init__(self, ir: KernelIR, generated: GeneratedSource, module: ModuleType, interpret: bool):
+        self.ir = ir
+        self.generated = generated
+        self.module = module
+        self.interpret = interpret
+        self.blocks = BlockConfig.default(interpret)
+        self._tiles: dict[tuple, torch.Tensor] = {}
+
+    @property
+    def source(self) -> str:
+        return self.generated.source
+
+    def __deepcopy__(self, memo) -> "CompiledKernels":
+        return self
+
+    def __reduce__(self):
+        return compiled_kernels, (self.ir,)
+
+    def _tile_table(self, row_blocks: int, col_blocks: int, symmetric: bool, device) -> torch.Tensor:
+        """(row block, column block) of every program; only j >= i when symmetric."""
+        key = (row_blocks, col_blocks, symmetric, str(device))
+        if key not in self._tiles:
+            i, j = torch.meshgrid(torch.arange(row_blocks), torch.arange(col_blocks), indexing="ij")
+            table = torch.stack([i.reshape(-1), j.reshape(-1)], dim=-1)
+            if symmetric:
+                table = table[table[:, 1] >= table[:, 0]]
+            self._tiles[key] = table.contiguous().to(device)
+        return self._tiles[key]
+
+    def _common_args(self, x1, x2, ls, w, scale):
+        return (*x1.stride(), *x2.stride(), ls.stride(0), ls.stride(1) if ls.dim() > 1 else 1,
+                w.stride(0), w.stride(1) if w.size(1) else 1, scale.stride(0))
+
+    def forward(self, x1, x2, ls, w, scale, symmetric: bool, blocks: BlockConfig) -> torch.Tensor:
+        """K [B, n, m] for x1 [B, n, d], x2 [B, m, d]."""
+        B, n, m = x1.size(0), x1.size(1), x2.size(1)
+        out = torch.empty(B, n, m, dtype=x1.dtype, device=x1.device)
+        bm, bn = (blocks.block_m, blocks.block_m) if symmetric else (blocks.block_m, blocks.block_n)
+        tiles = self._tile_table(_cdiv(n, bm), _cdiv(m, bn), symmetric, x1.device)
+        grid = (tiles.size(0), B)
+        self.module.kd_forward[grid](
+            x1, x2, ls, w, scale, tiles, n, m, *self._common_args(x1, x2, ls, w, scale),
+            out, *out.stride(), BLOCK_M=bm, BLOCK_N=bn, SYMMETRIC=symmetric, num_warps=blocks.num_warps)
+        return out
+
+    def forward_diag(self, x1, x2, ls, w, scale, blocks: BlockConfig) -> torch.Tensor:
+        """diag K [B, n] for x1, x2 [B, n, d]."""
+        B, n = x1.size(0), x1.size(1)
+        out = torch.empty(B, n, dtype=x1.dtype, device=x1.device)
+        grid = (_cdiv(n, blocks.block_diag), B)
+        self.module.kd_forward_diag[grid](
+            x1, x2, ls, w, scale, n, *self._common_args(x1, x2, ls, w, scale),
+            out, *out.stride(), BLOCK_M=blocks.block_diag, num_warps=blocks.num_warps)
+        return out
+
+    def backward(self, grad, x1, x2, ls, w, scale, symmetric: bool, with_x_grad: bool, blocks: BlockConfig):
+        """(dL/dls [B,P], dL/dw [B,W], dL/dscale [B], dL/dx1 [B,n,F], dL/dx2 [B,m,F] or None).
+
+        x gradients cover the used features only (``generated.used_features``);
+        when symmetric, dL/dx1 holds the whole gradient of x and dL/dx2 is None.
+        """
+        B, n, m = x1.size(0), x1.size(1), x2.size(1)
+        F = len(self.generated.used_features)
+        bm, bn = (blocks.block_m, blocks.block_m) if symmetric else (blocks.block_m, blocks.block_n)
+        rb, cb = _cdiv(n, bm), _cdiv(m, bn)
+        tiles = self._tile_table(rb, cb, symmetric, x1.device)
+        gparam = torch.empty(B, tiles.size(0), self.generated.num_grad_slots, dtype=x1.dtype, device=x1.device)
+        if not with_x_grad:
+            gx1 = gx2 = torch.empty(0, dtype=x1.dtype, device=x1.device)
+            gx1_strides = gx2_strides = (0, 0, 0)
+        elif symmetric:
+            # one buffer: every (slot, row) of x is written by exactly one program (rb + 1 slots)
+            gx1 = gx2 = torch.empty(B, rb + 1, n, F, dtype=x1.dtype, device=x1.device)
+            gx1_strides = gx2_strides = gx1.stride()[:3]
+        else:
+            gx1 = torch.empty(B, cb, n, F, dtype=x1.dtype, device=x1.device)
+            gx2 = torch.empty(B, rb, m, F, dtype=x1.dtype, device=x1.device)
+            gx1_strides, gx2_strides = gx1.stride()[:3], gx2.stride()[:3]
+        self.module.kd_backward[(tiles.size(0), B)](
+            x1, x2, ls, w, scale, tiles, n, m, *self._common_args(x1, x2, ls, w, scale),
+            grad, *grad.stride(), gparam, gx1, *gx1_strides, gx2, *gx2_strides,
+            BLOCK_M=bm, BLOCK_N=bn, SYMMETRIC=symmetric, WITH_X_GRAD=with_x_grad, num_warps=blocks.num_warps)
+        g_ls, g_w, g_scale = self._split(gparam.sum(1))
+        if not with_x_grad:
+            return g_ls, g_w, g_scale, None, None
+        if symmetric:
+            return g_ls, g_w, g_scale, gx1.sum(1), None
+        return g_ls, g_w, g_scale, gx1.sum(1), gx2.sum(1)
+
+    def backward_diag(self, grad, x1, x2, ls, w, scale, with_x_grad: bool, blocks: BlockConfig):
+        """Like ``backward`` for the diag path (x1, x2 [B, n, d], grad [B, n])."""
+        B, n = x1.size(0), x1.size(1)
+        F = len(self.generated.used_features)
+        grid = (_cdiv(n, blocks.block_diag), B)
+        gparam = torch.empty(B, grid[0], self.generated.num_grad_slots, dtype=x1.dtype, device=x1.device)
+        shape = (B, n, F) if with_x_grad else (0,)
+        gx1 = torch.empty(shape, dtype=x1.dtype, device=x1.device)
+        gx2 = torch.empty(shape, dtype=x1.dtype, device=x1.device)
+        self.module.kd_backward_diag[grid](
+            x1, x2, ls, w, scale, n, *self._common_args(x1, x2, ls, w, scale),
+            grad, *grad.stride(), gparam, gx1, gx2,
+            BLOCK_M=blocks.block_diag, WITH_X_GRAD=with_x_grad, num_warps=blocks.num_warps)
+        g_ls, g_w, g_scale = self._split(gparam.sum(1))
+        return (g_ls, g_w, g_scale) + ((gx1, gx2) if with_x_grad else (None, None))
+
+    def _split(self, g: torch.Tensor):
+        """[B, P + W + 1] -> (lengthscales [B, P], weights [B, W], outputscale [B])."""
+        P = self.generated.num_lengthscales
+        return g[:, :P], g[:, P:-1], g[:, -1]
+
+
+def _cdiv(a: int, b: int) -> int:
+    return max(1, -(-a // b))
+
+
+def _scatter_features(g: torch.Tensor, used: torch.Tensor, d: int) -> torch.Tensor:
+    """[B, n, F] gradient over the used features -> [B, n, d] with zeros elsewhere."""
+    full = g.new_zeros(*g.shape[:-1], d)
+    return full.index_copy_(-1, used, g)
+
+
+class FusedKernelFunction(torch.autograd.Function):
+    """K = scale * k(x1, x2) (or its diag) with the generated kernels; x2 None means x1 is x2."""
+
+    @staticmethod
+    def forward(ctx, kernels: CompiledKernels, blocks: BlockConfig, diag: bool,
+                x1, x2, lengthscale, weights, scale):
+        symmetric = x2 is None
+        x2_ = x1 if symmetric else x2
+        if diag:
+            out = kernels.forward_diag(x1, x2_, lengthscale, weights, scale, blocks)
+        else:
+            out = kernels.forward(x1, x2_, lengthscale, weights, scale, symmetric, blocks)
+        ctx.save_for_backward(x1, x2, lengthscale, weights, scale)
+        ctx.kernels, ctx.blocks, ctx.diag, ctx.symmetric = kernels, blocks, diag, symmetric
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x1, x2, lengthscale, weights, scale = ctx.saved_tensors
+        kernels, blocks = ctx.kernels, ctx.blocks
+        x2_ = x1 if ctx.symmetric else x2
+        with_x = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
+        if ctx.diag:
+            g_ls, g_w, g_s, gx1, gx2 = kernels.backward_diag(grad, x1, x2_, lengthscale, weights, scale,
+                                                             with_x, blocks)
+        else:
+            g_ls, g_w, g_s, gx1, gx2 = kernels.backward(grad, x1, x2_, lengthscale, weights, scale,
+                                                        ctx.symmetric, with_x, blocks)
+        if with_x:
+            used = torch.tensor(kernels.generated.used_features, dtype=torch.long, device=x1.device)
+            d = x1.size(-1)
+            gx1 = _scatter_features(gx1, used, d)
+            gx2 = _scatter_features(gx2, used, d) if gx2 is not None else None
+        return None, None, None, gx1, gx2, g_ls, g_w, g_s
+
+
+class TritonKernel(FlatParameterKernel):
+    """The kernel of one KernelIR evaluated by fused generated Triton kernels."""
+
+    def __init__(self, ir: KernelIR, batch_shape: torch.Size = torch.Size([]),
+                 options: KernelOptions | None = None):
+        super().__init__(ir, batch_shape=batch_shape, options=options)
+        self.kernels = compiled_kernels(ir)
+        self.blocks: BlockConfig = self.kernels.blocks
+
+    @property
+    def generated_source(self) -> str:
+        """The Python source of the generated Triton kernels (for reading and debugging)."""
+        return self.kernels.source
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False,
+                last_dim_is_batch: bool = False, **params) -> torch.Tensor:
+        if last_dim_is_batch:
+            raise KernelError("last_dim_is_batch=True is not supported by kerneldsl kernels")
+        check_inputs(self.ir, x1, x2, diag)
+        kernels = self.kernels
+        if kernels.interpret != interpreter_enabled():
+            kernels = self.kernels = compiled_kernels(self.ir)
+        if x1.device.type != "cuda" and not kernels.interpret:
+            raise KernelError(f"backend 'triton' cannot run on {x1.device.type} tensors: its kernels are "
+                              "compiled for CUDA devices", hint=_FIX_HINT)
+        return fused_forward(self, kernels, self.blocks, x1, x2, diag)
+
+
+def fused_forward(module: FlatParameterKernel, kernels: CompiledKernels, blocks: BlockConfig,
+                  x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> torch.Tensor:
+    """``module``'s kernel matrix (or diagonal) computed by the fused ``kernels``, with gpytorch batching.
+
+    The kernel's batch shape is broadcast against the inputs' and flattened onto the launch grid.
+    Inputs must already have passed ``check_inputs``.
+    """
+    symmetric = x1 is x2 and not diag  # the diag path is cheap; no symmetric special case
+    dtype = torch.promote_types(torch.promote_types(x1.dtype, x2.dtype), module.raw_lengthscale.dtype)
+    if dtype not in (torch.float32, torch.float64):
+        raise KernelError(f"the triton backend computes in float32 or float64, not {dtype}")
+    if x1.device != x2.device:
+        raise KernelError(f"x1 and x2 must be on one device, got {x1.device} and {x2.device}")
+    try:
+        batch = torch.broadcast_shapes(module.batch_shape, x1.shape[:-2], x2.shape[:-2])
+    except RuntimeError:
+        raise KernelError(f"batch shapes do not broadcast: kernel {tuple(module.batch_shape)}, "
+                          f"x1 {tuple(x1.shape[:-2])}, x2 {tuple(x2.shape[:-2])}") from None
+    ir = module.ir
+    n, m, d = x1.size(-2), x2.size(-2), x1.size(-1)
+    P, W, B = ir.num_lengthscales, ir.num_weights, math.prod(batch)
+    ls = module.lengthscale.to(dtype).expand(*batch, P).reshape(B, P)
+    w = module.sum_weights().to(dtype).expand(*batch, W).reshape(B, W)
+    scale = module.outputscale.to(dtype).expand(batch).reshape(B)
+    shape = (*batch, n) if diag else (*batch, n, m)
+    if n == 0 or m == 0 or B == 0:
+        return x1.new_zeros(shape, dtype=dtype)
+    flat1 = x1.to(dtype).expand(*batch, n, d).reshape(B, n, d)
+    flat2 = None if symmetric else x2.to(dtype).expand(*batch, m, d).reshape(B, m, d)
+    return FusedKernelFunction.apply(kernels, blocks, diag, flat1, flat2, ls, w, scale).reshape(shape)
+
+
+def build(ir: KernelIR, batch_shape: torch.Size = torch.Size([]),
+          options: KernelOptions | None = None) -> TritonKernel:
+    """The ``triton`` backend's kernel for ``ir`` (raises KernelError when triton is unavailable)."""
+    return TritonKernel(ir, batch_shape=torch.Size(batch_shape), options=options)
