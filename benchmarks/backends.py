@@ -1,0 +1,287 @@
+"""Benchmark the kernel backends against ``reference`` (plain gpytorch) on one wide kernel.
+
+Times forward and forward+backward (medians over repeats, backends interleaved in
+one run so that machine load hits all of them alike) and the peak memory of one
+forward+backward, for three workloads:
+
+- ``train``: K(X, X) over the training points (the symmetric case of fitting),
+  backward w.r.t. the hyperparameters;
+- ``mll``: the whole exact marginal log likelihood of a SingleTaskGP (Cholesky
+  included), backward w.r.t. all hyperparameters;
+- ``acqf``: K(candidates, X) for a batch of q=2 candidates per restart, backward
+  w.r.t. the candidates (what botorch's acquisition optimisation does).
+
+Peak memory is the growth of the process's peak resident set (VmHWM, reset through
+/proc/self/clear_refs) during one forward+backward after a warm-up step, measured
+in a fresh process per (backend, workload) with a fixed glibc mmap threshold so
+that large tensors go back to the system when freed: it counts everything the
+step holds at its peak (tensors saved for backward, temporaries, gradients),
+which tracemalloc cannot see. On CUDA it is ``torch.cuda.max_memory_allocated``
+growth instead.
+
+Usage: ``python benchmarks/backends.py [--kernel mnist-like|hands-on] [--n 381] [--repeats 15]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+from kerneldsl.compiler.backends import get_backend  # noqa: E402
+from kerneldsl.compiler.ir import KernelIR, Product, Span, Sum, Term  # noqa: E402
+
+WORKLOADS = ("train", "mll", "acqf")
+
+
+def mnist_like_ir() -> KernelIR:
+    """A wide IR shaped like the hands-on MNIST kernel: 54 terms (53 matern52) over 26 features, 3 levels.
+
+    ``regime = (core + singles) * categorical(optim) * wide(lr) * wide(momentum) * wide(wd)``,
+    ``architecture = matern52(mean_width) * wide(widths)``, ``kernel = regime + architecture``,
+    where ``wide(g)`` sums one matern52 per feature, one per pair and one joint over ``g``.
+    """
+    groups = {
+        "core": ["log_epochs", "log_batch_size", "log_mean_weight_decay"],
+        "optim": ["optimizer_adam", "optimizer_sgd", "nesterov_true", "nesterov_false"],
+        "lr": ["log_max_lr", "log_initial_lr", "log_final_lr", "log_warmup_pct"],
+        "momentum": ["log_momentum_max_damping", "log_momentum_min_damping", "log_beta1_max_damping",
+                     "log_beta1_min_damping", "log_beta2_damping"],
+        "wd": [f"rel_{layer}_weight_decay" for layer in ("conv1", "conv2", "conv3", "dense1", "dense2")],
+        "mean_width": ["log_mean_width"],
+        "widths": ["rel_conv1_channels", "rel_conv2_channels", "rel_conv3_channels", "rel_dense1_units"],
+    }
+    features = [f for cols in groups.values() for f in cols]
+    col = {f: i for i, f in enumerate(features)}
+    span = Span(1, 1, 1, 2)
+    terms: list[Term] = []
+    ls_names: list[str] = []
+
+    def term(kind: str, names: list[str]) -> int:
+        slots = tuple(range(len(ls_names), len(ls_names) + len(names)))
+        label = f"{kind}({', '.join(names)})"
+        ls_names.extend(f"{label}.lengthscale[{n}]" for n in names)
+        terms.append(Term(kind, tuple(col[n] for n in names), slots, label, span))
+        return len(terms) - 1
+
+    def wide(names: list[str], pairs: bool) -> list[int]:
+        ids = [term("matern52", [n]) for n in names]
+        if pairs:
+            ids += [term("matern52", [a, b]) for i, a in enumerate(names) for b in names[i + 1:]]
+        return ids + [term("matern52", names)]
+
+    sums_children = {
+        "core": [term("matern52", groups["core"])] + [term("matern52", [n]) for n in groups["core"]],
+        "lr": wide(groups["lr"], pairs=True),
+        "momentum": wide(groups["momentum"], pairs=True),
+        "wd": wide(groups["wd"], pairs=True),
+        "widths": wide(groups["widths"], pairs=False),
+    }
+    optim = term("categorical", groups["optim"])
+    mean_width = term("matern52", groups["mean_width"])
+
+    nodes: list[Sum | Product] = []
+    weight_names: list[str] = []
+    sum_id = {}
+    for name, children in sums_children.items():
+        slots = tuple(range(len(weight_names), len(weight_names) + len(children)))
+        weight_names.extend(f"{name}.weight[{terms[c].label}]" for c in children)
+        nodes.append(Sum(tuple(children), slots, None, name, span))
+        sum_id[name] = len(terms) + len(nodes) - 1
+    level1 = tuple(sum_id.values())
+    nodes.append(Product((sum_id["core"], optim, sum_id["lr"], sum_id["momentum"], sum_id["wd"]), "regime", span))
+    nodes.append(Product((mean_width, sum_id["widths"]), "architecture", span))
+    level2 = (len(terms) + len(nodes) - 2, len(terms) + len(nodes) - 1)
+    weight_names.extend(["kernel.weight[regime]", "kernel.weight[architecture]"])
+    nodes.append(Sum(level2, (len(weight_names) - 2, len(weight_names) - 1), None, "kernel", span))
+    root = len(terms) + len(nodes) - 1
+    return KernelIR(features=tuple(features), terms=tuple(terms), nodes=tuple(nodes),
+                    levels=(level1, level2, (root,)), root=root, lengthscale_names=tuple(ls_names),
+                    weight_names=tuple(weight_names), definitions=(("regime", level2[0]),
+                                                                   ("architecture", level2[1])))
+
+
+def hands_on_ir() -> KernelIR:
+    """The real hands-on MNIST kernel of ``examples/mnist_space.py``."""
+    sys.path.insert(0, str(REPO_ROOT / "examples"))
+    import mnist_space
+
+    from kerneldsl.compiler.lower import compile_ir
+    return compile_ir(mnist_space.HANDS_ON_KERNEL, mnist_space.feature_chain.feature_names)
+
+
+IRS = {"mnist-like": mnist_like_ir, "hands-on": hands_on_ir}
+
+
+def make_kernel(ir: KernelIR, backend: str, dtype: torch.dtype, device: str, seed: int = 0):
+    """The backend's kernel with the same random hyperparameters on every backend."""
+    kernel = get_backend(backend)(ir).to(device=device, dtype=dtype)
+    g = torch.Generator().manual_seed(seed)
+    values = {name: 0.3 + 2 * torch.rand(v.shape, generator=g, dtype=torch.float64)
+              for name, v in kernel.hyperparameters().items()}
+    kernel.set_hyperparameters(values)
+    return kernel
+
+
+def make_step(ir: KernelIR, backend: str, workload: str, n: int, dtype: torch.dtype, device: str):
+    """``(forward, forward_backward)`` closures for one backend and workload."""
+    from botorch.models import SingleTaskGP
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    kernel = make_kernel(ir, backend, dtype, device)
+    g = torch.Generator().manual_seed(1)
+    d = len(ir.features)
+    X = torch.rand(n, d, generator=g, dtype=dtype).to(device)
+    weights = torch.randn(n, n, generator=g, dtype=dtype).to(device)
+    if workload == "train":
+        def forward():
+            return (kernel(X).to_dense() * weights).sum()
+    elif workload == "mll":
+        Y = torch.sin(5 * X[:, :3].sum(-1, keepdim=True))
+        model = SingleTaskGP(X, Y, covar_module=kernel, outcome_transform=None).to(device=device, dtype=dtype)
+        model.train()
+        mll = ExactMarginalLogLikelihood(model.likelihood, model)
+
+        def forward():
+            return -mll(model(X), model.train_targets)
+    else:
+        candidates = torch.rand(60, 2, d, generator=g, dtype=dtype).to(device).requires_grad_(True)
+
+        def forward():
+            return kernel(candidates, X).to_dense().sum()
+
+    def forward_backward():
+        forward().backward()
+
+    def forward_only():
+        with torch.no_grad():
+            forward()
+
+    return forward_only, forward_backward
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_backends(ir: KernelIR, backends: list[str], workload: str, n: int, repeats: int,
+                  dtype: torch.dtype, device: str) -> dict[str, dict[str, float]]:
+    """Median seconds of forward and forward+backward per backend, repeats interleaved."""
+    steps = {b: make_step(ir, b, workload, n, dtype, device) for b in backends}
+    times = {b: {"forward": [], "forward+backward": []} for b in backends}
+    for b in backends:  # warm-up (lazy imports, caches)
+        for fn in steps[b]:
+            fn()
+    for _ in range(repeats):
+        for b in backends:
+            for label, fn in zip(("forward", "forward+backward"), steps[b]):
+                _sync(device)
+                start = time.perf_counter()
+                fn()
+                _sync(device)
+                times[b][label].append(time.perf_counter() - start)
+    return {b: {k: statistics.median(v) for k, v in t.items()} for b, t in times.items()}
+
+
+def _read_status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _peak_memory_child(args, queue) -> None:
+    ir_name, backend, workload, n, dtype, device, threads = args
+    torch.set_num_threads(threads)
+    ir = IRS[ir_name]()
+    _, forward_backward = make_step(ir, backend, workload, n, dtype, device)
+    forward_backward()  # first call: lazy initialisation is not the step's memory
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        forward_backward()
+        torch.cuda.synchronize()
+        queue.put((torch.cuda.max_memory_allocated() - base) / 2**20)
+        return
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak resident set (VmHWM) to the current one
+    base = _read_status_kb("VmRSS")
+    forward_backward()
+    queue.put((_read_status_kb("VmHWM") - base) / 1024)
+
+
+def peak_memory_mb(ir_name: str, backend: str, workload: str, n: int, dtype: torch.dtype, device: str) -> float:
+    """Peak memory growth (MiB) of one forward+backward, in a fresh process."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_peak_memory_child,
+                       args=((ir_name, backend, workload, n, dtype, device, torch.get_num_threads()), queue))
+    # A fixed mmap threshold: glibc otherwise raises it after the first free of a large block and
+    # then keeps freed tables in its heap, so a second step would reuse them unseen.
+    saved = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = str(128 * 1024)
+    try:
+        proc.start()
+    finally:
+        if saved is None:
+            del os.environ["MALLOC_MMAP_THRESHOLD_"]
+        else:
+            os.environ["MALLOC_MMAP_THRESHOLD_"] = saved
+    result = queue.get(timeout=600)
+    proc.join()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kernel", choices=sorted(IRS), default="mnist-like")
+    parser.add_argument("--backends", default="reference,torch", help="comma-separated; the first is the baseline")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--n", type=int, default=381, help="training points")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    backends = args.backends.split(",")
+    ir = IRS[args.kernel]()
+    print(f"kernel {args.kernel}: {len(ir.features)} features, {ir.num_terms} terms, {len(ir.nodes)} sums/products "
+          f"in {len(ir.levels)} levels; n={args.n}, {args.dtype}, {args.device}, "
+          f"{torch.get_num_threads()} threads, medians of {args.repeats} (load average "
+          f"{os.getloadavg()[0]:.1f})")
+    print("peak memory: growth of the peak resident set during one forward+backward, fresh process each")
+    base = backends[0]
+    header = f"{'workload':<8} {'backend':<10} {'forward ms':>11} {'fwd+bwd ms':>11} {'peak MiB':>9} " \
+             f"{'speed-up fwd+bwd':>17} {'memory ratio':>13}"
+    print(header)
+    for workload in args.workloads.split(","):
+        times = time_backends(ir, backends, workload, args.n, args.repeats, dtype, args.device)
+        memory = {b: (float("nan") if args.no_memory else
+                      peak_memory_mb(args.kernel, b, workload, args.n, dtype, args.device)) for b in backends}
+        for b in backends:
+            t = times[b]
+            speedup = times[base]["forward+backward"] / t["forward+backward"]
+            ratio = memory[b] / memory[base] if memory[base] else float("nan")
+            print(f"{workload:<8} {b:<10} {1e3 * t['forward']:>11.2f} {1e3 * t['forward+backward']:>11.2f} "
+                  f"{memory[b]:>9.1f} {speedup:>16.2f}x {ratio:>12.2f}x")
+
+
+if __name__ == "__main__":
+    main()
