@@ -19,7 +19,7 @@ step holds at its peak (tensors saved for backward, temporaries, gradients),
 which tracemalloc cannot see. On CUDA it is ``torch.cuda.max_memory_allocated``
 growth instead.
 
-Usage: ``python benchmarks/backends.py [--kernel mnist-like|hands-on] [--n 381] [--repeats 15]``
+Usage: ``python benchmarks/backends.py [--kernel hands-on|mnist-like] [--n 381] [--repeats 15]``
 """
 
 from __future__ import annotations
@@ -247,7 +247,7 @@ def peak_memory_mb(ir_name: str, backend: str, workload: str, n: int, dtype: tor
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kernel", choices=sorted(IRS), default="mnist-like")
+    parser.add_argument("--kernel", choices=sorted(IRS), default="hands-on")
     parser.add_argument("--backends", default="reference,torch", help="comma-separated; the first is the baseline")
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--n", type=int, default=381, help="training points")

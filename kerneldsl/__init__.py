@@ -11,10 +11,15 @@ from .sampling import SamplingError, initial_design, sample
 from .space import LinearConstraint, Space
 from .sweep import Sweep, SweepError, load_sweep
 from .transforms import Add, Chain, FeatureTransform, Log, Mean, Multiply, OneHot, PassThrough, RelativeToMean, Subtract
+from .journal import JournalError
+from .results import TickTockResult
+from .synthetic import SyntheticTask
+from .tick_tock import tick_tock
 
 __all__ = ["compile", "build", "compile_ir", "KernelIR", "KernelOptions",
            "KernelError", "KernelNameError", "KernelSyntaxError", "KernelWarning",
            "Space", "Scalar", "Int", "Choice", "LinearConstraint", "SpaceError", "ConfigError",
            "sample", "initial_design", "SamplingError", "load_sweep", "Sweep", "SweepError",
            "Chain", "FeatureTransform", "Log", "Add", "Subtract", "Multiply", "Mean", "RelativeToMean",
-           "OneHot", "PassThrough"]
+           "OneHot", "PassThrough",
+           "tick_tock", "TickTockResult", "SyntheticTask", "JournalError"]

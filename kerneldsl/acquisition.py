@@ -1,0 +1,120 @@
+"""The two acquisition functions of tick-tock, on a two-output model of (log loss, log cost).
+
+Both are botorch Monte-Carlo acquisition functions in the log-EI family, with
+outcome constraints passed as ``constraints=`` callables on posterior samples
+(smoothed by botorch's fat sigmoid with temperature ``eta``), as botorch's
+current constraint mechanism asks.
+
+* Tock (`tock_acquisition`): ``qLogNoisyExpectedImprovement`` of the loss,
+  constrained by cost <= max_cost.
+* Tick (`qLogCostImprovement`): expected reduction of cost below the current
+  best feasible trial's, constrained per posterior sample by "loss no worse than
+  the best feasible loss" and cost <= max_cost (see its docstring).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from botorch.acquisition.logei import TAU_MAX, TAU_RELU, LogImprovementMCAcquisitionFunction, _log_improvement
+from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+from botorch.acquisition.objective import GenericMCObjective
+from botorch.exceptions.warnings import BotorchWarning
+from botorch.models.model import Model
+from botorch.sampling.base import MCSampler
+from botorch.utils.transforms import match_batch_shape
+from torch import Tensor
+
+__all__ = ["LOSS", "COST", "qLogCostImprovement", "tock_acquisition", "cost_constraint"]
+
+LOSS, COST = 0, 1  # output columns of the model: log loss, log cost
+
+
+def _negative_log_loss(Y: Tensor, X: Tensor | None = None) -> Tensor:
+    return -Y[..., LOSS]
+
+
+def _negative_log_cost(Y: Tensor, X: Tensor | None = None) -> Tensor:
+    return -Y[..., COST]
+
+
+def cost_constraint(max_cost: float):
+    """Constraint callable on samples: negative where log cost <= log max_cost (None for an infinite budget)."""
+    if math.isinf(max_cost):
+        return None
+    log_max_cost = math.log(max_cost)
+    return lambda Y: Y[..., COST] - log_max_cost
+
+
+def tock_acquisition(model: Model, X_baseline: Tensor, max_cost: float, sampler: MCSampler | None = None,
+                     eta: float = 1e-3) -> qLogNoisyExpectedImprovement:
+    """Tock: log noisy EI of the loss (as -log loss), subject to cost <= max_cost per sample.
+
+    ``X_baseline`` are the observed points; botorch draws the incumbent from the
+    same joint samples as the candidate. With no feasible observed point botorch
+    falls back to improving on a lower bound, i.e. to feasibility-weighted loss.
+    """
+    constraint = cost_constraint(max_cost)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="When all training points are infeasible", category=BotorchWarning)
+        return qLogNoisyExpectedImprovement(
+            model=model, X_baseline=X_baseline, sampler=sampler, objective=GenericMCObjective(_negative_log_loss),
+            constraints=None if constraint is None else [constraint], eta=eta, fat=True,
+            prune_baseline=True, cache_root=False,
+        )
+
+
+class qLogCostImprovement(LogImprovementMCAcquisitionFunction):
+    r"""Tick: log expected cost reduction at equal-or-better loss, judged per posterior sample.
+
+    For each joint posterior sample ``s`` of (log loss, log cost) at the observed
+    reference points ``R`` and the candidate ``x``:
+
+    * the incumbent ``i_s = argmin_{r in R} loss_s(r)`` and the loss threshold
+      ``t_s = loss_s(i_s)`` come from the *same* sample as the candidate, so a
+      candidate is not rewarded for noise in its own sample: where the model is
+      sure ``x`` behaves like the incumbent, loss_s(x) and t_s move together;
+    * the utility is the improvement in log cost, ``log cost_s(i_s) - log
+      cost_s(x)`` (a relative cost reduction), smoothed as in log-EI;
+    * it counts only where ``loss_s(x) <= t_s`` and ``cost_s(x) <= max_cost``,
+      two constraints applied with botorch's smoothed (fat) feasibility indicator.
+
+    The value is ``log mean_s [ softplus(improvement_s) * feasible_s ]``, like
+    botorch's ``qLogNoisyExpectedImprovement``. ``R`` should be the observed
+    points within budget (the caller falls back to all observed points when none
+    is). Sample draws use fixed base samples, so the function is deterministic and
+    smooth for gradient-based optimisation.
+    """
+
+    def __init__(self, model: Model, X_reference: Tensor, max_cost: float, sampler: MCSampler | None = None,
+                 eta: float = 1e-3, fat: bool = True, tau_relu: float = TAU_RELU, tau_max: float = TAU_MAX):
+        if X_reference.dim() != 2 or X_reference.shape[0] == 0:
+            raise ValueError(f"qLogCostImprovement needs a non-empty [n, d] X_reference, got shape {tuple(X_reference.shape)}")
+        constraints = [self._loss_constraint]
+        budget = cost_constraint(max_cost)
+        if budget is not None:
+            constraints.append(budget)
+        super().__init__(model=model, sampler=sampler, objective=GenericMCObjective(_negative_log_cost),
+                         constraints=constraints, eta=eta, fat=fat, tau_max=tau_max)
+        self.register_buffer("X_reference", X_reference)
+        self.tau_relu = tau_relu
+        self._threshold: Tensor | None = None
+        self._reference_obj: Tensor | None = None
+
+    def _loss_constraint(self, Y: Tensor) -> Tensor:
+        return Y[..., LOSS] - self._threshold.unsqueeze(-1)
+
+    def _get_samples_and_objectives(self, X: Tensor) -> tuple[Tensor, Tensor]:
+        n, q = self.X_reference.shape[-2], X.shape[-2]
+        X_full = torch.cat([match_batch_shape(self.X_reference, X), X], dim=-2)
+        samples_full = self.get_posterior_samples(self.model.posterior(X_full))  # S x b x (n + q) x 2
+        reference, samples = samples_full.split([n, q], dim=-2)
+        incumbent = reference[..., LOSS].argmin(dim=-1, keepdim=True)  # S x b x 1
+        self._threshold = reference[..., LOSS].gather(-1, incumbent).squeeze(-1)  # S x b
+        self._reference_obj = -reference[..., COST].gather(-1, incumbent).squeeze(-1)  # S x b
+        return samples, self.objective(samples, X=X)
+
+    def _sample_forward(self, obj: Tensor) -> Tensor:
+        return _log_improvement(Y=obj, best_f=self._reference_obj, tau=self.tau_relu, fat=self._fat)

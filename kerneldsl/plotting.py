@@ -1,0 +1,110 @@
+"""The tick-tock picture: cost against loss for every trial, and the best feasible loss over time."""
+
+from __future__ import annotations
+
+import math
+
+from .results import feasible
+
+__all__ = ["plot_trials", "pareto_front"]
+
+MARKERS = {"init": ("o", "initial (Sobol / given)"), "tick": ("v", "tick: cheaper at equal loss"),
+           "tock": ("^", "tock: lower loss within max_cost")}
+
+
+def pareto_front(trials: list[dict]) -> list[tuple[float, float]]:
+    """(cost, loss) of the finished trials that no other trial beats on both cost and loss, by cost."""
+    points = sorted((t["cost"], t["loss"]) for t in trials if t["status"] == "ok")
+    front, best = [], math.inf
+    for cost, loss in points:
+        if loss < best:
+            front.append((cost, loss))
+            best = loss
+    return front
+
+
+def plot_trials(trials: list[dict], max_cost: float, path: str | None = None, title: str | None = None):
+    """Draw the run and return the matplotlib Figure; write a PNG to ``path`` when given.
+
+    Left: cost (x, log) against loss (y, log) for every trial, coloured by trial
+    number, with a marker per phase (init o, tick v, tock ^); failed trials as red
+    crosses on a band above the worst loss (at their measured cost when known, else
+    at the left edge); the max_cost line with the over-budget side shaded; the
+    cost-loss front of finished trials; the best feasible trial starred.
+    Right: each trial's loss by trial number and the best feasible loss so far.
+    """
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    fig = Figure(figsize=(13, 5.2), layout="constrained")
+    ax, ax_time = fig.subplots(1, 2, width_ratios=[1.35, 1])
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax_time.set_yscale("log")
+    ok = [t for t in trials if t["status"] == "ok"]
+    failed = [t for t in trials if t["status"] == "failed"]
+    cmap = colormaps["viridis"]
+    norm = Normalize(vmin=0, vmax=max(len(trials) - 1, 1))
+
+    losses = [t["loss"] for t in ok]
+    costs = [t["cost"] for t in trials if t["cost"] is not None] + [max_cost]
+    lo_cost, hi_cost = min(costs) / 1.5, max(costs) * 1.5
+    fail_y = (max(losses) * 1.6) if losses else 1.0
+
+    for phase, (marker, label) in MARKERS.items():
+        group = [t for t in ok if t["phase"] == phase]
+        if group:
+            ax.scatter([t["cost"] for t in group], [t["loss"] for t in group], c=[t["trial"] for t in group],
+                       cmap=cmap, norm=norm, marker=marker, s=46, edgecolors="k", linewidths=0.4, label=label, zorder=3)
+            ax_time.scatter([t["trial"] for t in group], [t["loss"] for t in group], c=[t["trial"] for t in group],
+                            cmap=cmap, norm=norm, marker=marker, s=30, edgecolors="k", linewidths=0.3, zorder=3)
+    if failed:
+        fx = [t["cost"] if t["cost"] is not None else lo_cost * 1.1 for t in failed]
+        ax.scatter(fx, [fail_y] * len(failed), marker="x", c="red", s=50, label=f"failed ({len(failed)})", zorder=3)
+        ax_time.scatter([t["trial"] for t in failed], [fail_y] * len(failed), marker="x", c="red", s=40, zorder=3)
+        ax.axhline(fail_y, color="red", lw=0.5, alpha=0.3)
+
+    front = pareto_front(trials)
+    if front:
+        xs = [c for c, _ in front] + [hi_cost]
+        ys = [l for _, l in front] + [front[-1][1]]
+        ax.step(xs, ys, where="post", color="tab:orange", lw=1.5, label="cost-loss front", zorder=2)
+    ax.axvline(max_cost, color="tab:red", ls="--", lw=1.2, label=f"max_cost = {max_cost:.3g}")
+    ax.axvspan(max_cost, hi_cost, color="tab:red", alpha=0.06)
+    best = min((t for t in trials if feasible(t, max_cost)), key=lambda t: t["loss"], default=None)
+    if best is not None:
+        ax.scatter([best["cost"]], [best["loss"]], marker="*", s=260, facecolors="none", edgecolors="tab:red",
+                   linewidths=1.5, label=f"best feasible (trial {best['trial']})", zorder=4)
+    for axis in (ax.xaxis, ax.yaxis, ax_time.yaxis):
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FormatStrFormatter("%g"))
+        axis.set_minor_formatter(NullFormatter())
+    ax.set_xlim(lo_cost, hi_cost)
+    ax.set_xlabel("cost")
+    ax.set_ylabel("loss")
+    ax.set_title("every trial: cost against loss")
+    ax.legend(fontsize=8, loc="upper right")
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="trial number", pad=0.01)
+
+    best_so_far, value = [], None
+    for t in trials:
+        if feasible(t, max_cost) and (value is None or t["loss"] < value):
+            value = t["loss"]
+        best_so_far.append(math.nan if value is None else value)
+    ax_time.step(range(len(trials)), best_so_far, where="post", color="tab:red", lw=1.5, label="best loss within max_cost")
+    over = [t for t in ok if t["cost"] > max_cost]
+    if over:
+        ax_time.scatter([t["trial"] for t in over], [t["loss"] for t in over], marker="o", s=90, facecolors="none",
+                        edgecolors="grey", linewidths=0.8, label="over max_cost", zorder=2)
+    ax_time.set_xlabel("trial number")
+    ax_time.set_ylabel("loss")
+    ax_time.set_title("loss by trial; best within max_cost so far")
+    ax_time.legend(fontsize=8, loc="upper right")
+    if title:
+        fig.suptitle(title)
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
