@@ -10,11 +10,18 @@ from .compiler.errors import KernelError
 from .compiler.explain import explain
 
 
-def _explain(args: argparse.Namespace) -> int:
+def _read_source(path: str, what: str) -> str | None:
+    """The text of ``path``, or None after printing why it cannot be read."""
     try:
-        source = Path(args.source).read_text()
+        return Path(path).read_text()
     except OSError as err:
-        print(f"error: cannot read {args.source}: {err.strerror}", file=sys.stderr)
+        print(f"error: cannot read {what}{path}: {err.strerror}", file=sys.stderr)
+        return None
+
+
+def _explain(args: argparse.Namespace) -> int:
+    source = _read_source(args.source, "")
+    if source is None:
         return 2
     features = [f.strip() for f in args.features.split(",") if f.strip()]
     groups = {}
@@ -35,10 +42,8 @@ def _cv(args: argparse.Namespace) -> int:
     from .space_module import load_space_module
     from .sweep import load_sweep
 
-    try:
-        source = Path(args.kernel).read_text()
-    except OSError as err:
-        print(f"error: cannot read kernel file {args.kernel}: {err.strerror}", file=sys.stderr)
+    source = _read_source(args.kernel, "kernel file ")
+    if source is None:
         return 2
     try:
         import torch
