@@ -76,6 +76,9 @@ class _Loop:
             raise ValueError(f"tick_tock: max_cost must be a positive number (math.inf for no budget), got {max_cost!r}")
         if not 0.0 <= tick_ratio <= 1.0:
             raise ValueError(f"tick_tock: tick_ratio must lie in [0, 1], got {tick_ratio!r}")
+        if isinstance(min_tick_gain, bool) or not isinstance(min_tick_gain, (int, float)) or not min_tick_gain >= 0:
+            raise ValueError(f"tick_tock: min_tick_gain must be a non-negative number (0: ticks never give way), "
+                             f"got {min_tick_gain!r}")
         for name, value in (("num_restarts", num_restarts), ("raw_samples", raw_samples), ("mc_samples", mc_samples)):
             if _check_count(name, value) == 0:
                 raise ValueError(f"tick_tock: {name} must be positive, got {value!r}")
@@ -110,7 +113,11 @@ class _Loop:
             header = {"parameters": list(space.names), "max_cost": self.max_cost if math.isfinite(self.max_cost) else "inf",
                       "seed": seed, "n_init": n_init, "initial_configs": self.initial_configs}
             self.journal = Journal(journal, header, check_keys=("parameters", "max_cost", "seed", "n_init", "initial_configs"))
-            self._restore(self.journal.trials)
+            try:
+                self._restore(self.journal.trials)
+            except JournalError:
+                self.journal.close()
+                raise
 
     # ------------------------------------------------------------------ state
     def _restore(self, records: list[dict]) -> None:
@@ -183,7 +190,8 @@ class _Loop:
             start = time.perf_counter()
             try:
                 x, how, value = self._optimise(model, phase, index)
-                if phase == "tick" and value is not None and value < math.log(self.min_tick_gain):
+                gives_way = self.min_tick_gain > 0 and value is not None and value < math.log(self.min_tick_gain)
+                if phase == "tick" and gives_way:
                     phase = "tock"
                     x, how, value = self._optimise(model, phase, index)
                     how += f" (the tick expected a relative cost reduction below min_tick_gain={self.min_tick_gain:g})"
@@ -331,7 +339,9 @@ def tick_tock(
     Schedule: first the ``initial_configs`` (exactly as given), then ``n_init``
     scrambled Sobol points (seeded by ``seed``), then ``n_iter`` model-based
     iterations; iteration k is a tick when ``floor(k * tick_ratio)`` steps up, so
-    the default 0.5 alternates tock, tick, tock, ... (`phase_of`).
+    the default 0.5 alternates tock, tick, tock, ... (`phase_of`). A tick whose
+    best expected relative cost reduction is below ``min_tick_gain`` runs as a
+    tock instead (``min_tick_gain=0``: never).
 
     Models: one ``SingleTaskGP`` per output on the search space, with the input
     transform "round ints and choices (straight-through), then ``feature_chain``"

@@ -21,21 +21,14 @@ from kerneldsl.compiler.backends import get_backend
 from kerneldsl.compiler.backends.reference import SharedKernel
 from kerneldsl.compiler.ir import BASE_KINDS, KernelIR, Product, Sum, Term
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 F64 = torch.float64
 SMOOTH_KINDS = ("matern32", "matern52", "rbf", "categorical")
 """Kinds without matern12, whose reference value has sqrt(eps) error at zero distance (see harness)."""
 
 # (kernel batch, x1 batch, x2 batch): gpytorch broadcasting of kernel and data batch dims.
 BATCH_CASES = [((), (), ()), ((2,), (), ()), ((2,), (2,), (2,)), ((), (3,), (3,)), ((2,), (3, 1), (2,))]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: OpenMP worker threads on busy shared cores cost milliseconds per op."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _inputs(ir: KernelIR, seed: int, *shape: int) -> torch.Tensor:
