@@ -21,7 +21,11 @@ metric against ``n``, and with ``--json`` prints a JSON list of the means as its
 Runs single-threaded by default (``--threads``): on a small shared machine, torch's and
 OpenBLAS's thread pools oversubscribe the cores and make fitting many times slower.
 ``--raw FILE`` appends each (model, n, seed) result as a JSON line as soon as it is done,
-and ``--resume`` skips cells already in that file, so a long grid can run in pieces.
+and ``--resume`` skips cells already in that file, so a long grid can run in pieces
+(e.g. a slow model with fewer seeds, or fewer ``--held-out`` folds at large ``n``);
+``--report-only`` then builds the table, plot and JSON from the grid's (model, n, seed)
+cells found in that file, whatever their number of folds (the most folds if several),
+computing nothing; the table's ``folds`` and ``seeds`` columns say what each row holds.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ LABELS = {
     "rmse": "RMSE of predictive mean (lower is better)",
     "mae": "MAE of predictive mean (lower is better)",
     "coverage95": "95% interval coverage (0.95 is ideal)",
-    "fit_seconds": "fit seconds, all folds",
+    "fit_seconds": "fit seconds, all evaluated folds",
 }
 
 
@@ -64,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--plot", default=str(DEFAULT_PLOT), help="PNG to write (default: %(default)s); '' for none")
     parser.add_argument("--raw", default="", help="append per-(model, n, seed) results to this JSON-lines file")
     parser.add_argument("--resume", action="store_true", help="reuse the cells already in --raw")
+    parser.add_argument("--report-only", action="store_true",
+                        help="report the grid's cells found in --raw without computing any")
     parser.add_argument("--json", action="store_true", help="print the means as a JSON list on the last line")
     args = parser.parse_args(argv)
     try:
@@ -76,8 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--models: unknown {unknown}; choose from {', '.join(MODELS)}")
     if args.seeds < 1 or not args.n or min(args.n) < 3:
         parser.error("need --seeds >= 1 and every --n >= 3")
-    if args.resume and not args.raw:
-        parser.error("--resume needs --raw FILE")
+    if (args.resume or args.report_only) and not args.raw:
+        parser.error("--resume and --report-only need --raw FILE")
     return args
 
 
@@ -132,6 +138,23 @@ def load_target(mnist, path: str):
     return sweep.X[keep], loss[keep].log().unsqueeze(-1), len(sweep)
 
 
+def read_raw(path: str) -> dict:
+    """The records of a ``--raw`` file keyed by (model, n, seed, folds); empty if there is no file."""
+    done = {}
+    if Path(path).exists():
+        for line in Path(path).read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                done[(r["model"], r["n"], r["seed"], r["folds"])] = r
+    return done
+
+
+def grid_cells(args) -> list[tuple[int, int, str, int]]:
+    """(n, seed, model, folds) of every cell of the requested grid."""
+    return [(n, seed, model, min(args.held_out, n) if args.held_out else n)
+            for n in args.n for seed in range(args.seeds) for model in args.models]
+
+
 def run_grid(args, mnist, X, Y) -> list[dict]:
     """One record per (model, n, seed): the ``CVMetrics`` fields plus model and seed."""
     from tqdm import tqdm
@@ -139,18 +162,11 @@ def run_grid(args, mnist, X, Y) -> list[dict]:
     from kerneldsl.cv import cross_validate
 
     factories = model_factories(mnist, args.models)
-    done = {}
-    if args.resume and Path(args.raw).exists():
-        for line in Path(args.raw).read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                done[(r["model"], r["n"], r["seed"], r["folds"])] = r
+    done = read_raw(args.raw) if args.resume else {}
     records = []
-    cells = [(n, seed, model) for n in args.n for seed in range(args.seeds) for model in args.models]
-    for n, seed, model in tqdm(cells, desc="cv cells", file=sys.stderr, disable=None):
+    for n, seed, model, folds in tqdm(grid_cells(args), desc="cv cells", file=sys.stderr, disable=None):
         if n > len(X):
             raise SystemExit(f"--n {n} exceeds the {len(X)} trials with a loss")
-        folds = min(args.held_out, n) if args.held_out else n
         if (model, n, seed, folds) in done:
             records.append(done[(model, n, seed, folds)])
             continue
@@ -171,15 +187,56 @@ def summarise(records: list[dict], models: list[str], sizes: list[int]) -> list[
     for model in models:
         for n in sizes:
             cell = [r for r in records if r["model"] == model and r["n"] == n]
-            row = {"model": model, "n": n, "seeds": len(cell), "folds": cell[0]["folds"]}
+            if not cell:
+                continue
+            folds = sorted({r["folds"] for r in cell})
+            row = {"model": model, "n": n, "seeds": len(cell), "folds": folds[0] if len(folds) == 1 else
+                   "-".join(map(str, folds))}
             for metric in METRICS:
-                values = [r[metric] for r in cell]
-                mean = sum(values) / len(values)
-                se = (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
-                      if len(values) > 1 else math.nan)
-                row[metric], row[metric + "_se"] = mean, se
+                row[metric], row[metric + "_se"] = mean_se([r[metric] for r in cell])
             rows.append(row)
     return rows
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (NaN with fewer than two values)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
+
+
+ADVANTAGE = {  # hands-on's advantage over a baseline on one seed's cell; positive means hands-on is better
+    "mlpd": lambda h, b: h["mlpd"] - b["mlpd"],
+    "mean_density": lambda h, b: h["mean_density"] - b["mean_density"],
+    "rmse": lambda h, b: b["rmse"] - h["rmse"],
+    "mae": lambda h, b: b["mae"] - h["mae"],
+    "coverage95": lambda h, b: abs(b["coverage95"] - 0.95) - abs(h["coverage95"] - 0.95),
+}
+
+
+def paired_table(records: list[dict], models: list[str], sizes: list[int]) -> str:
+    """Hands-on minus each baseline, paired by seed (same subset and folds), mean ± s.e. over seeds."""
+    if "hands_on" not in models:
+        return ""
+    cells = {(r["model"], r["n"], r["seed"]): r for r in records}
+    lines = ["Paired by seed: hands_on's advantage over each baseline (positive = hands_on better; "
+             "coverage: how much closer to 0.95)",
+             "| baseline | n | seeds | MLPD | mean density | RMSE | MAE | coverage |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for baseline in (m for m in models if m != "hands_on"):
+        for n in sizes:
+            pairs = [(h, cells[(baseline, n, seed)]) for (model, size, seed), h in cells.items()
+                     if model == "hands_on" and size == n and (baseline, n, seed) in cells
+                     and cells[(baseline, n, seed)]["folds"] == h["folds"]]
+            if not pairs:
+                continue
+            out = []
+            for metric, advantage in ADVANTAGE.items():
+                mean, se = mean_se([advantage(h, b) for h, b in pairs])
+                out.append(f"{mean:+.3f}" + ("" if math.isnan(se) else f" ± {se:.3f}"))
+            lines.append(f"| {baseline} | {n} | {len(pairs)} | " + " | ".join(out) + " |")
+    return "\n".join(lines)
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -215,7 +272,10 @@ def plot(rows: list[dict], models: list[str], path: str) -> None:
         ax.set_title(LABELS[metric], fontsize=10)
         ax.grid(alpha=0.3)
     axes.flat[0].legend()
-    fig.suptitle("Leave-one-out cross-validation on the MNIST sweep, target log(loss); mean ± s.e. over seeds")
+    sampled = sorted({(r["n"], str(r["folds"])) for r in rows if r["folds"] != r["n"]})
+    note = "; " + ", ".join(f"n={n}: {k} random folds" for n, k in sampled) if sampled else ""
+    fig.suptitle("Leave-one-out cross-validation on the MNIST sweep, target log(loss); "
+                 f"mean ± s.e. over seeds{note}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -234,11 +294,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     began = time.perf_counter()
-    records = run_grid(args, mnist, X, Y)
+    if args.report_only:
+        found = {}
+        for (model, n, seed, folds), record in sorted(read_raw(args.raw).items(), key=lambda item: item[0][3]):
+            found[(model, n, seed)] = record  # the most folds wins
+        records = [found[(model, n, seed)] for n, seed, model, _ in grid_cells(args) if (model, n, seed) in found]
+        if not records:
+            print(f"error: no cell of the requested grid in {args.raw}", file=sys.stderr)
+            return 2
+    else:
+        records = run_grid(args, mnist, X, Y)
     rows = summarise(records, args.models, args.n)
     print(f"{args.data}: {total} trials, {len(X)} with a loss; target log(loss); seeds 0..{args.seeds - 1}; "
           f"{time.perf_counter() - began:.0f} s")
     print(markdown_table(rows))
+    paired = paired_table(records, args.models, args.n)
+    if paired:
+        print()
+        print(paired)
     if args.plot:
         plot(rows, args.models, args.plot)
         print(f"plot: {args.plot}")
