@@ -1,8 +1,9 @@
 """The MNIST sweep's 22-parameter search space, its feature chain and the hands-on kernel.
 
-Exposes ``space``, ``feature_chain`` (with ``.feature_names``), ``HANDS_ON_KERNEL`` and
-``load(path)`` for the sweep file (default ``../shared/data/mnist1_sweep.jsonl`` next to
-the repository). Run it to print the features, one transformed trial, and a GP fit.
+Exposes ``space``, ``feature_chain`` (with ``.feature_names``), ``HANDS_ON_KERNEL`` (the
+source of ``mnist_hands_on.kernel``) and ``load(path)`` for the sweep file (default
+``../shared/data/mnist1_sweep.jsonl`` next to the repository). Run it to print the
+features, one transformed trial, and a GP fit.
 """
 
 from __future__ import annotations
@@ -69,20 +70,8 @@ feature_chain = kd.Chain(space, [
     kd.RelativeToMean([f"log_{w}" for w in WIDTHS], mean="log_mean_width"),
 ])
 
-HANDS_ON_KERNEL = """\
-# Hands-on kernel for the MNIST sweep: training regime x architecture.
-optim = {optimizer_adam, optimizer_sgd, nesterov_true, nesterov_false}
-lr = {log_max_lr, log_initial_lr, log_final_lr, log_warmup_pct}
-momentum = {log_momentum_max_damping, log_momentum_min_damping,
-            log_beta1_max_damping, log_beta1_min_damping, log_beta2_damping}
-wd = {rel_conv1_weight_decay, rel_conv2_weight_decay, rel_conv3_weight_decay,
-      rel_dense1_weight_decay, rel_dense2_weight_decay}
-widths = {rel_conv1_channels, rel_conv2_channels, rel_conv3_channels, rel_dense1_units}
-regime = matern52({log_epochs, log_batch_size, log_mean_weight_decay}) * categorical(optim)
-         * fj(lr) * fj(momentum) * fj(wd)
-architecture = matern52({log_mean_width}) * fj(widths)
-kernel = regime + architecture + regime * architecture
-"""
+# The kernel-language source lives in its own file so that `kerneldsl cv --kernel` can take it too.
+HANDS_ON_KERNEL = (Path(__file__).parent / "mnist_hands_on.kernel").read_text()
 
 
 def load(path: str | os.PathLike = DEFAULT_SWEEP) -> kd.Sweep:
