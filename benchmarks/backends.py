@@ -122,9 +122,10 @@ def hands_on_ir() -> KernelIR:
 IRS = {"mnist-like": mnist_like_ir, "hands-on": hands_on_ir}
 
 
-def make_kernel(ir: KernelIR, backend: str, dtype: torch.dtype, device: str, seed: int = 0):
-    """The backend's kernel with the same random hyperparameters on every backend."""
-    kernel = get_backend(backend)(ir).to(device=device, dtype=dtype)
+def make_kernel(ir: KernelIR, backend: str, dtype: torch.dtype, device: str, seed: int = 0,
+                batch_shape: tuple[int, ...] = ()):
+    """The backend's kernel with the same random hyperparameters (per batch element) on every backend."""
+    kernel = get_backend(backend)(ir, torch.Size(batch_shape)).to(device=device, dtype=dtype)
     g = torch.Generator().manual_seed(seed)
     values = {name: 0.3 + 2 * torch.rand(v.shape, generator=g, dtype=torch.float64)
               for name, v in kernel.hyperparameters().items()}

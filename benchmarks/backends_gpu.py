@@ -36,7 +36,7 @@ import torch
 from gpytorch import settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from backends import IRS  # noqa: E402  (the shared kernel definitions of the backend benchmark)
+from backends import IRS, make_kernel  # noqa: E402  (shared with the CPU backend benchmark)
 
 from kerneldsl.compiler.backends import get_backend  # noqa: E402
 from kerneldsl.compiler.ir import KernelIR, Product, Sum  # noqa: E402
@@ -163,20 +163,9 @@ def median_seconds(fn, device: str, repeats: int) -> float:
     return statistics.median(times)
 
 
-def make_kernel(ir: KernelIR, backend: str, case: Case, dtype: torch.dtype, device: str):
-    """The backend's kernel with the same random hyperparameters (per batch element) on every backend."""
-    kernel = get_backend(backend)(ir, torch.Size(case.kernel_batch)).to(device=device, dtype=dtype)
-    g = torch.Generator().manual_seed(0)
-    values = {}
-    for name, value in kernel.hyperparameters().items():
-        values[name] = 0.3 + 2 * torch.rand(value.shape, generator=g, dtype=torch.float64)
-    kernel.set_hyperparameters(values)
-    return kernel
-
-
 def make_steps(ir: KernelIR, backend: str, case: Case, dtype: torch.dtype, device: str):
     """``(forward, forward_backward)`` closures: K and a weighted sum of K backpropagated."""
-    kernel = make_kernel(ir, backend, case, dtype, device)
+    kernel = make_kernel(ir, backend, dtype, device, batch_shape=case.kernel_batch)
     g = torch.Generator().manual_seed(1)
     d = len(ir.features)
     if case.candidates_grad:

@@ -130,12 +130,9 @@ def model_factories(mnist, names: list[str]) -> dict:
 
 def load_target(mnist, path: str):
     """Search points and log(loss) of the trials that have a loss."""
-    import torch
-
     sweep = mnist.load(path)
-    loss = sweep.output("loss")
-    keep = ~torch.isnan(loss)
-    return sweep.X[keep], loss[keep].log().unsqueeze(-1), len(sweep)
+    X, Y, _ = sweep.target("loss", log=True)
+    return X, Y, len(sweep)
 
 
 def read_raw(path: str) -> dict:
@@ -165,8 +162,6 @@ def run_grid(args, mnist, X, Y) -> list[dict]:
     done = read_raw(args.raw) if args.resume else {}
     records = []
     for n, seed, model, folds in tqdm(grid_cells(args), desc="cv cells", file=sys.stderr, disable=None):
-        if n > len(X):
-            raise SystemExit(f"--n {n} exceeds the {len(X)} trials with a loss")
         if (model, n, seed, folds) in done:
             records.append(done[(model, n, seed, folds)])
             continue
@@ -307,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if max(args.n) > len(X):
+        raise SystemExit(f"--n {max(args.n)} exceeds the {len(X)} trials with a loss")
     began = time.perf_counter()
     if args.report_only:
         found = {}

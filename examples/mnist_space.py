@@ -81,14 +81,12 @@ def load(path: str | os.PathLike = DEFAULT_SWEEP) -> kd.Sweep:
 
 def fit_hands_on_gp(sweep: kd.Sweep, backend: str = "auto"):
     """Fit a SingleTaskGP with the hands-on kernel to log(loss) of the trials that have a loss."""
-    import torch
     from botorch.fit import fit_gpytorch_mll
     from botorch.models import SingleTaskGP
     from botorch.models.transforms.outcome import Standardize
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
-    has_loss = ~torch.isnan(sweep.output("loss"))
-    X, y = sweep.X[has_loss], sweep.output("loss")[has_loss].log().unsqueeze(-1)
+    X, y, _ = sweep.target("loss", log=True)
     kernel = kd.compile(HANDS_ON_KERNEL, features=feature_chain.feature_names, backend=backend)
     model = SingleTaskGP(X, y, covar_module=kernel, input_transform=feature_chain,
                          outcome_transform=Standardize(m=1))

@@ -52,13 +52,7 @@ def _cv(args: argparse.Namespace) -> int:
             torch.set_num_threads(args.threads)
         user = load_space_module(args.space_module)
         sweep = load_sweep(args.data, user.space, outputs=(args.output,))
-        y = sweep.output(args.output)
-        keep = ~torch.isnan(y)
-        if args.log:
-            if (y[keep] <= 0).any():
-                raise CrossValidationError(f"--log: output {args.output!r} has values <= 0 in {args.data}")
-            y = y.log()
-        X, Y = sweep.X[keep], y[keep].unsqueeze(-1)
+        X, Y, keep = sweep.target(args.output, log=args.log)
         n = min(args.n, len(X)) if args.n else len(X)
         held_out = range(min(args.held_out, n)) if args.held_out else None
         factory = kernel_model(source, user.feature_chain, backend=args.backend)
@@ -67,15 +61,15 @@ def _cv(args: argparse.Namespace) -> int:
         print(f"{type(err).__name__}: {err}", file=sys.stderr)
         return 1
     target = f"log({args.output})" if args.log else args.output
+    m = result.metrics()
     print(f"{args.data}: {len(sweep)} trials, {int(keep.sum())} with {args.output!r}; "
-          f"leave-one-out on {n} (seed {args.seed}), {result.metrics().folds} folds; target {target}")
+          f"leave-one-out on {n} (seed {args.seed}), {m.folds} folds; target {target}")
     if args.per_fold:
         rows = keep.nonzero().squeeze(-1).tolist()
         print(f"{'trial':>7} {'observed':>10} {'mean':>10} {'std':>10} {'log dens':>10} {'in 95%':>7}")
         for f in result.folds():
             print(f"{sweep.trials[rows[f.index]]!s:>7} {f.observed:>10.4f} {f.mean:>10.4f} {f.std:>10.4f} {f.log_density:>10.4f} "
                   f"{'yes' if f.covered95 else 'no':>7}")
-    m = result.metrics()
     print("| metric | value |\n|---|---|")
     rows = [("mean log predictive density", m.mlpd), ("mean predictive density", m.mean_density),
             ("RMSE of predictive mean", m.rmse), ("MAE of predictive mean", m.mae),

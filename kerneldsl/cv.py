@@ -161,18 +161,17 @@ def kernel_model(
     outcome is standardised per fold (``Standardize(m=1, batch_shape=...)``).
     ``options`` go to ``kerneldsl.compile`` (priors, constraints).
     """
-    from .api import compile as compile_kernel
+    from .api import build as build_kernel
     from .compiler.lower import compile_ir
 
     names = list(features if features is not None else getattr(feature_chain, "feature_names", ()))
     if not names:
         raise CrossValidationError("kernel_model needs feature names: pass features=... or a Chain with feature_names")
-    compile_ir(source, names, groups)  # fail now, with the kernel's own error, not inside a fit
+    ir = compile_ir(source, names, groups)  # lowered once; a bad source fails now, not inside a fit
 
     def build(train_X: Tensor, train_Y: Tensor) -> Model:
         batch_shape = train_X.shape[:-2]
-        kernel = compile_kernel(source, features=names, groups=groups, backend=backend,
-                                batch_shape=batch_shape, **options).to(train_X)
+        kernel = build_kernel(ir, backend=backend, batch_shape=batch_shape, **options).to(train_X)
         return SingleTaskGP(train_X, train_Y, covar_module=kernel, input_transform=feature_chain,
                             outcome_transform=Standardize(m=1, batch_shape=batch_shape))
 

@@ -37,6 +37,16 @@ class Sweep:
             raise SweepError(f"no output named {name!r}; outputs: {list(self.output_names)}")
         return self.Y[:, self.output_names.index(name)]
 
+    def target(self, name: str, log: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """``(X [k, d], Y [k, 1], keep [n])`` of the ``k`` trials that have output ``name`` (its log with ``log``)."""
+        y = self.output(name)
+        keep = ~torch.isnan(y)
+        if log:
+            if (y[keep] <= 0).any():
+                raise SweepError(f"output {name!r} has values <= 0, which have no log")
+            y = y.log()
+        return self.X[keep], y[keep].unsqueeze(-1), keep
+
     def __len__(self) -> int:
         return len(self.trials)
 

@@ -117,6 +117,14 @@ def test_small_sweep_with_missing_outputs(tmp_path):
     assert only_loss.Y.shape == (3, 1)
     with pytest.raises(kd.SweepError, match=r"no output named 'accuracy'; outputs: \['time', 'loss'\]"):
         sweep.output("accuracy")
+    X, Y, keep = sweep.target("loss", log=True)  # the trials with a loss, as a training target
+    assert keep.tolist() == [False, True, False]
+    assert torch.equal(X, sweep.X[1:2]) and Y.tolist() == [[math.log(0.5)]]
+    assert sweep.target("time")[1].tolist() == [[3.0], [4.0]]
+    negative = kd.load_sweep(write(tmp_path, [{"trial": 1, "config": {"opt": "adam", "lr": 0.1},
+                                                "result": {"loss": -0.5}}]), SPACE)
+    with pytest.raises(kd.SweepError, match="output 'loss' has values <= 0, which have no log"):
+        negative.target("loss", log=True)
 
 
 @pytest.mark.parametrize("line, message", [

@@ -29,7 +29,7 @@ pytest.importorskip("triton")
 import kerneldsl as kd  # noqa: E402
 from kerneldsl.compiler.backends import get_backend  # noqa: E402
 from kerneldsl.compiler.backends.triton_codegen import generate  # noqa: E402
-from kerneldsl.compiler.backends.triton_kernel import BlockConfig, TritonKernel  # noqa: E402
+from kerneldsl.compiler.backends.triton_kernel import BlockConfig  # noqa: E402
 from harness import assert_close, random_hyperparameters, slot_gradients  # noqa: E402
 from ir_strategies import kernel_irs  # noqa: E402
 

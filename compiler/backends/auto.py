@@ -23,24 +23,28 @@ class AutoKernel(TorchKernel):
                  options: KernelOptions | None = None):
         super().__init__(ir, batch_shape, options)
         self.last_path: str | None = None
+        self.kernels = None  # the generated triton kernels, compiled at the first CUDA forward
+        self._triton_ok: bool | None = None
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False,
                 last_dim_is_batch: bool = False, **params) -> torch.Tensor:
-        if x1.is_cuda and not last_dim_is_batch and _triton_available():
-            from .triton_kernel import compiled_kernels, fused_forward
+        if x1.is_cuda and not last_dim_is_batch and self._triton_available():
+            from .triton_kernel import current_kernels, fused_forward
 
             check_inputs(self.ir, x1, x2, diag)
-            kernels = compiled_kernels(self.ir)
+            kernels = current_kernels(self)
             self.last_path = "triton"
             return fused_forward(self, kernels, kernels.blocks, x1, x2, diag)
         self.last_path = "torch"
         return super().forward(x1, x2, diag=diag, last_dim_is_batch=last_dim_is_batch, **params)
 
+    def _triton_available(self) -> bool:
+        """Whether triton imports here; asked once per kernel (a failed import is not cheap)."""
+        if self._triton_ok is None:
+            from .triton_kernel import triton_unavailable_reason
 
-def _triton_available() -> bool:
-    from .triton_kernel import triton_unavailable_reason
-
-    return triton_unavailable_reason() is None
+            self._triton_ok = triton_unavailable_reason() is None
+        return self._triton_ok
 
 
 def build(ir: KernelIR, batch_shape: torch.Size = torch.Size([]),

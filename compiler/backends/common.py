@@ -162,8 +162,11 @@ def _paren(text: str, op: str) -> str:
     return f"({text})" if op in text else text
 
 
-def check_inputs(ir: KernelIR, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False) -> None:
+def check_inputs(ir: KernelIR, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False,
+                 last_dim_is_batch: bool = False) -> None:
     """Inputs must have one column per feature of the kernel (and, for ``diag``, equal sizes)."""
+    if last_dim_is_batch:
+        raise KernelError("last_dim_is_batch=True is not supported by kerneldsl kernels")
     for name, x in (("x1", x1), ("x2", x2)):
         if x.dim() < 2 or x.shape[-1] != len(ir.features):
             raise KernelError(f"{name} must have shape (..., n, {len(ir.features)}), one column per feature "

@@ -117,9 +117,7 @@ class ReferenceKernel(HyperparameterMixin, Kernel):
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False,
                 last_dim_is_batch: bool = False, **params):
-        if last_dim_is_batch:
-            raise KernelError("last_dim_is_batch=True is not supported by kerneldsl kernels")
-        check_inputs(self.ir, x1, x2, diag)
+        check_inputs(self.ir, x1, x2, diag, last_dim_is_batch)
         with settings.lazily_evaluate_kernels(False):
             return self.kernel(x1, x2, diag=diag, **params)
 

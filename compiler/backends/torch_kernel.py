@@ -227,9 +227,7 @@ class TorchKernel(FlatParameterKernel):
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False,
                 last_dim_is_batch: bool = False, **params) -> torch.Tensor:
-        if last_dim_is_batch:
-            raise KernelError("last_dim_is_batch=True is not supported by kerneldsl kernels")
-        check_inputs(self.ir, x1, x2, diag)
+        check_inputs(self.ir, x1, x2, diag, last_dim_is_batch)
         plan = self.plan
         dtype = torch.promote_types(torch.promote_types(x1.dtype, x2.dtype), self.raw_lengthscale.dtype)
         x1, x2 = x1.to(dtype), x2.to(dtype)

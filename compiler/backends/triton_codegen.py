@@ -205,7 +205,7 @@ class _Generator:
         out("rmask = rows < n")
         out("cmask = cols < m")
 
-    def _parameters(self, out: _Lines, backward: bool) -> None:
+    def _parameters(self, out: _Lines) -> None:
         plan = self.plan
         names = self.ir.lengthscale_names
         if plan.slots:
@@ -296,7 +296,7 @@ class _Generator:
                "upper tiles only, mirrored.")
         out(f'"""{doc}"""')
         self._indices(out, diag)
-        self._parameters(out, backward=False)
+        self._parameters(out)
         self._differences(out, diag, backward=False)
         self._values(out, backward=False)
         out(f"k = scale * v{self.ir.root}")
@@ -322,7 +322,7 @@ class _Generator:
                "Recompute one tile of K, then write this program's partial gradients.")
         out(f'"""{doc}"""')
         self._indices(out, diag)
-        self._parameters(out, backward=True)
+        self._parameters(out)
         self._differences(out, diag, backward=True)
         self._values(out, backward=True)
         out("# dL/dK for this tile")

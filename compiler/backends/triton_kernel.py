@@ -124,6 +124,7 @@ class CompiledKernels:
         self.interpret = interpret
         self.blocks = BlockConfig.default(interpret)
         self._tiles: dict[tuple, torch.Tensor] = {}
+        self._used: dict[str, torch.Tensor] = {}
 
     @property
     def source(self) -> str:
@@ -145,6 +146,13 @@ class CompiledKernels:
                 table = table[table[:, 1] >= table[:, 0]]
             self._tiles[key] = table.contiguous().to(device)
         return self._tiles[key]
+
+    def used_features(self, device) -> torch.Tensor:
+        """Column indices of the features the kernel uses, on ``device`` (copied there once)."""
+        key = str(device)
+        if key not in self._used:
+            self._used[key] = torch.tensor(self.generated.used_features, dtype=torch.long, device=device)
+        return self._used[key]
 
     def _common_args(self, x1, x2, ls, w, scale):
         return (*x1.stride(), *x2.stride(), ls.stride(0), ls.stride(1) if ls.dim() > 1 else 1,
@@ -268,7 +276,7 @@ class FusedKernelFunction(torch.autograd.Function):
             g_ls, g_w, g_s, gx1, gx2 = kernels.backward(grad, x1, x2_, lengthscale, weights, scale,
                                                         ctx.symmetric, with_x, blocks)
         if with_x:
-            used = torch.tensor(kernels.generated.used_features, dtype=torch.long, device=x1.device)
+            used = kernels.used_features(x1.device)
             d = x1.size(-1)
             gx1 = _scatter_features(gx1, used, d)
             gx2 = _scatter_features(gx2, used, d) if gx2 is not None else None
@@ -291,16 +299,20 @@ class TritonKernel(FlatParameterKernel):
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False,
                 last_dim_is_batch: bool = False, **params) -> torch.Tensor:
-        if last_dim_is_batch:
-            raise KernelError("last_dim_is_batch=True is not supported by kerneldsl kernels")
-        check_inputs(self.ir, x1, x2, diag)
-        kernels = self.kernels
-        if kernels.interpret != interpreter_enabled():
-            kernels = self.kernels = compiled_kernels(self.ir)
+        check_inputs(self.ir, x1, x2, diag, last_dim_is_batch)
+        kernels = current_kernels(self)
         if x1.device.type != "cuda" and not kernels.interpret:
             raise KernelError(f"backend 'triton' cannot run on {x1.device.type} tensors: its kernels are "
                               "compiled for CUDA devices", hint=_FIX_HINT)
         return fused_forward(self, kernels, self.blocks, x1, x2, diag)
+
+
+def current_kernels(module: FlatParameterKernel) -> CompiledKernels:
+    """``module.kernels`` (None before the first call), fetched again only when the interpreter mode changed."""
+    kernels = module.kernels
+    if kernels is None or kernels.interpret != interpreter_enabled():
+        kernels = module.kernels = compiled_kernels(module.ir)
+    return kernels
 
 
 def fused_forward(module: FlatParameterKernel, kernels: CompiledKernels, blocks: BlockConfig,
