@@ -92,7 +92,7 @@ def check_result(result: Any, positive_loss: bool = True) -> tuple[float | None,
         bad = "loss" if loss is None else "cost"
         return loss, cost, extra, f"objective returned {bad}={result[bad]!r}, which is not a number"
     if not math.isfinite(loss):
-        return None, cost if math.isfinite(cost) and cost > 0 else None, extra, f"objective returned loss={loss}"
+        return None, cost, extra, f"objective returned loss={loss}"
     if not math.isfinite(cost) or cost <= 0:
         return loss, None, extra, f"objective returned cost={cost}; cost must be finite and positive (it is modelled in log space)"
     if positive_loss and loss <= 0:
@@ -104,8 +104,9 @@ def _outcome(result: Any, seconds: float, positive_loss: bool) -> Outcome:
     loss, cost, extra, reason = check_result(result, positive_loss)
     if reason is None:
         return Outcome("ok", loss, cost, extra, None, seconds)
-    # A failed trial keeps a finite measured cost: the cost model can still learn from it.
-    return Outcome("failed", None, cost, extra, reason, seconds)
+    # A failed trial keeps a finite positive measured cost: the cost model (in log space) can still learn from it.
+    usable = cost if cost is not None and math.isfinite(cost) and cost > 0 else None
+    return Outcome("failed", None, usable, extra, reason, seconds)
 
 
 def _worker_main(conn) -> None:

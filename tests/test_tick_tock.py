@@ -28,6 +28,7 @@ import kerneldsl as kd
 from kerneldsl.journal import read_journal
 from kerneldsl.sampling import sample
 from kerneldsl.tick_tock import phase_of
+from kerneldsl.trials import TrialRunner
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -272,6 +273,19 @@ def test_failures_are_recorded_with_their_reason(failure_run):
     # Kept in the journal, exactly as in the result.
     _, records = read_journal(journal)
     assert [(r["status"], r["error"]) for r in records] == [(t["status"], t["error"]) for t in result.trials]
+
+
+@pytest.mark.parametrize("result, cost", [
+    ({"loss": math.nan, "cost": 2.0}, 2.0),
+    ({"loss": math.nan, "cost": 0.0}, None),
+    ({"loss": None, "cost": -1.0}, None),
+    ({"loss": "big", "cost": math.inf}, None),
+    ({"loss": "big", "cost": 3.0}, 3.0),
+])
+def test_a_failed_trial_keeps_its_cost_only_when_the_cost_model_can_use_it(result, cost):
+    """The cost model works in log space: a failed trial's cost is kept only if finite and positive."""
+    outcome = TrialRunner(lambda config: result)({})
+    assert outcome.status == "failed" and outcome.loss is None and outcome.cost == cost
 
 
 def test_loop_survives_failures_and_steers_away(failure_run):
