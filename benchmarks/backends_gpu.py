@@ -38,7 +38,6 @@ from gpytorch import settings
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from backends import IRS, make_kernel  # noqa: E402  (shared with the CPU backend benchmark)
 
-from kerneldsl.compiler.backends import get_backend  # noqa: E402
 from kerneldsl.compiler.ir import KernelIR, Product, Sum  # noqa: E402
 
 BACKENDS = ("reference", "torch", "triton")

@@ -45,9 +45,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "examples"))
 
 import kerneldsl as kd  # noqa: E402
-from kerneldsl.results import feasible  # noqa: E402
+from kerneldsl.results import best_feasible, best_so_far  # noqa: E402
 from digits_task import (COST_KERNEL, DEFAULT_CONFIG, LOSS_KERNEL, make_feature_chain, make_space,  # noqa: E402
-                         reference_seconds, train)
+                         default_max_cost, train)
 
 METHODS = ("tick-tock", "sobol", "noisy-EI")
 RAW_NAME, PLOT_NAME = "tick_tock_digits.jsonl", "tick_tock_digits.png"
@@ -146,10 +146,7 @@ def choose_max_cost(args: argparse.Namespace, records: list[dict]) -> float:
     if args.max_cost is not None:
         print(f"max_cost = {args.max_cost:.3f} s (given)")
         return args.max_cost
-    reference = reference_seconds()
-    max_cost = round(1.5 * reference, 3)
-    print(f"reference config trains in {reference:.3f} s here; max_cost = 1.5x = {max_cost:.3f} s")
-    return max_cost
+    return default_max_cost()
 
 
 def run_all(args: argparse.Namespace, raw_path: Path) -> list[dict]:
@@ -188,20 +185,10 @@ def run_all(args: argparse.Namespace, raw_path: Path) -> list[dict]:
 # ---------------------------------------------------------------------- reporting
 
 
-def best_so_far(trials: list[dict], max_cost: float) -> list[float]:
-    out, best = [], math.nan
-    for t in trials:
-        if feasible(t, max_cost) and (math.isnan(best) or t["loss"] < best):
-            best = t["loss"]
-        out.append(best)
-    return out
-
-
 def metrics(record: dict) -> dict:
     """The reported numbers of one run, judged against the benchmark's max_cost."""
     trials, max_cost, n_init = record["trials"], record["max_cost"], record["n_init"]
-    ok = [t for t in trials if feasible(t, max_cost)]
-    best = min(ok, key=lambda t: t["loss"]) if ok else None
+    best = best_feasible(trials, max_cost)
     over = lambda group: sum(t["cost"] is None or t["cost"] > max_cost for t in group) / max(len(group), 1)  # noqa: E731
     return {
         "best_loss": best["loss"] if best else math.nan,
@@ -264,7 +251,8 @@ def plot(records: list[dict], path: Path) -> None:
     ax_loss, ax_cost = fig.subplots(1, 2)
     for method, group in by_method(records).items():
         curves = {
-            ax_loss: torch.tensor([best_so_far(r["trials"], r["max_cost"]) for r in group], dtype=torch.float64),
+            ax_loss: torch.tensor([[math.nan if v is None else v for v in best_so_far(r["trials"], r["max_cost"])]
+                                   for r in group], dtype=torch.float64),
             ax_cost: torch.tensor([[t["cost"] or 0.0 for t in r["trials"]] for r in group], dtype=torch.float64).cumsum(-1),
         }
         for ax, values in curves.items():

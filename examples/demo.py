@@ -11,7 +11,6 @@ on this machine, so that roughly half of the search space fits it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import kerneldsl as kd  # noqa: E402
-from digits_task import COST_KERNEL, LOSS_KERNEL, make_feature_chain, make_space, reference_seconds, train  # noqa: E402
+from digits_task import COST_KERNEL, LOSS_KERNEL, default_max_cost, make_feature_chain, make_space, train  # noqa: E402
+from kerneldsl.journal import read_journal  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,15 +42,13 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     journal, plot = out / "tick_tock_digits.jsonl", out / "tick_tock_digits.png"
     if args.resume and journal.exists():
-        max_cost = json.loads(journal.read_text().splitlines()[0])["max_cost"]
+        max_cost = read_journal(journal)[0]["max_cost"]
         print(f"resuming {journal} (max_cost {max_cost:.3g} s)")
     else:
         journal.unlink(missing_ok=True)
         max_cost = args.max_cost
         if max_cost is None:
-            reference = reference_seconds()
-            max_cost = round(1.5 * reference, 3)
-            print(f"reference config trains in {reference:.3f} s here; max_cost = 1.5x = {max_cost:.3f} s")
+            max_cost = default_max_cost()
 
     space = make_space()
     chain = make_feature_chain(space)

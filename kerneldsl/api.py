@@ -6,7 +6,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .compiler.backends import BACKENDS, get_backend
+from .compiler.backends import get_backend
 from .compiler.ir import KernelIR
 from .compiler.lower import compile_ir
 from .compiler.options import KernelOptions

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .results import feasible
+from .results import best_feasible, best_so_far
 
 __all__ = ["plot_trials", "pareto_front"]
 
@@ -74,7 +74,7 @@ def plot_trials(trials: list[dict], max_cost: float, path: str | None = None, ti
         ax.step(xs, ys, where="post", color="tab:orange", lw=1.5, label="cost-loss front", zorder=2)
     ax.axvline(max_cost, color="tab:red", ls="--", lw=1.2, label=f"max_cost = {max_cost:.3g}")
     ax.axvspan(max_cost, hi_cost, color="tab:red", alpha=0.06)
-    best = min((t for t in trials if feasible(t, max_cost)), key=lambda t: t["loss"], default=None)
+    best = best_feasible(trials, max_cost)
     if best is not None:
         ax.scatter([best["cost"]], [best["loss"]], marker="*", s=260, facecolors="none", edgecolors="tab:red",
                    linewidths=1.5, label=f"best feasible (trial {best['trial']})", zorder=4)
@@ -89,12 +89,8 @@ def plot_trials(trials: list[dict], max_cost: float, path: str | None = None, ti
     ax.legend(fontsize=8, loc="upper right")
     fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="trial number", pad=0.01)
 
-    best_so_far, value = [], None
-    for t in trials:
-        if feasible(t, max_cost) and (value is None or t["loss"] < value):
-            value = t["loss"]
-        best_so_far.append(math.nan if value is None else value)
-    ax_time.step(range(len(trials)), best_so_far, where="post", color="tab:red", lw=1.5, label="best loss within max_cost")
+    best_losses = [math.nan if v is None else v for v in best_so_far(trials, max_cost)]
+    ax_time.step(range(len(trials)), best_losses, where="post", color="tab:red", lw=1.5, label="best loss within max_cost")
     over = [t for t in ok if t["cost"] > max_cost]
     if over:
         ax_time.scatter([t["trial"] for t in over], [t["loss"] for t in over], marker="o", s=90, facecolors="none",

@@ -7,7 +7,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TickTockResult", "best_feasible", "feasible"]
+__all__ = ["TickTockResult", "best_feasible", "best_so_far", "feasible"]
 
 PHASES = ("init", "tick", "tock")
 
@@ -21,6 +21,16 @@ def best_feasible(trials: list[dict], max_cost: float) -> dict | None:
     """The trial with the lowest loss among those with cost <= max_cost (None if there is none)."""
     candidates = [t for t in trials if feasible(t, max_cost)]
     return min(candidates, key=lambda t: t["loss"]) if candidates else None
+
+
+def best_so_far(trials: list[dict], max_cost: float) -> list[float | None]:
+    """Best feasible loss after each trial (None until the first feasible trial)."""
+    out, best = [], None
+    for t in trials:
+        if feasible(t, max_cost) and (best is None or t["loss"] < best):
+            best = t["loss"]
+        out.append(best)
+    return out
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -65,12 +75,7 @@ class TickTockResult:
 
     def best_so_far(self) -> list[float | None]:
         """Best feasible loss after each trial (None until the first feasible trial)."""
-        out, best = [], None
-        for t in self.trials:
-            if feasible(t, self.max_cost) and (best is None or t["loss"] < best):
-                best = t["loss"]
-            out.append(best)
-        return out
+        return best_so_far(self.trials, self.max_cost)
 
     def summary(self, top: int = 5) -> str:
         """A plain-text summary: a per-phase table, the best feasible trial and the top trials."""

@@ -88,11 +88,11 @@ class _Loop:
         self.num_restarts, self.raw_samples, self.mc_samples = num_restarts, raw_samples, mc_samples
         self.acq_options, self.eta, self.min_tick_gain = dict(acq_options or {}), eta, min_tick_gain
         self.initial_configs = [dict(c) for c in (initial_configs or [])]
-        X_given = space.to_search(self.initial_configs) if self.initial_configs else None  # validates them
+        if self.initial_configs:
+            space.to_search(self.initial_configs)  # validates them now, not when their turn comes
         self.n_initial = len(self.initial_configs) + _check_count("n_init", n_init)
         self.total = self.n_initial + _check_count("n_iter", n_iter)
         self.X_init = None  # initial design, drawn lazily (it is not needed when resuming past it)
-        self._X_given = X_given
 
         self.chain = feature_chain if feature_chain is not None else default_feature_chain(space)
         rounding = space.rounding_transform(method="approximate")
@@ -136,21 +136,33 @@ class _Loop:
     def _is_duplicate(self, x: Tensor) -> bool:
         return bool(self.X) and bool(((torch.stack(self.X) - x).abs().amax(-1) <= _DUPLICATE_TOL).any())
 
-    def _targets(self) -> tuple[Tensor, Tensor, Tensor, Tensor, list[float]]:
-        """Training data: (X_loss, y_loss, X_cost, y_cost, imputed losses of failed trials in trial order)."""
-        as_y = (lambda v: math.log(v)) if self.log_loss else (lambda v: v)
-        ok = [i for i, t in enumerate(self.trials) if t["status"] == "ok"]
-        failed = [i for i, t in enumerate(self.trials) if t["status"] == "failed"]
-        y_ok = [as_y(self.trials[i]["loss"]) for i in ok]
+    def _loss_to_model(self, loss: float) -> float:
+        return math.log(loss) if self.log_loss else loss
+
+    def _loss_from_model(self, y: float) -> float:
+        return math.exp(y) if self.log_loss else y
+
+    def _impute_failed(self) -> float:
+        """The loss model's target for failed trials; each failed trial records it (as a loss) in ``imputed_loss``."""
+        y_ok = [self._loss_to_model(t["loss"]) for t in self.trials if t["status"] == "ok"]
         worst, best = max(y_ok), min(y_ok)
         imputed = worst + max(FAILED_LOSS_MARGIN * (worst - best), MIN_FAILED_GAP)
-        loss_rows = ok + failed
+        for t in self.trials:
+            if t["status"] == "failed":
+                t["imputed_loss"] = self._loss_from_model(imputed)
+        return imputed
+
+    def _targets(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Training data (X_loss, y_loss, X_cost, y_cost); failed trials enter the loss model imputed."""
+        imputed = self._impute_failed()
+        ok = [i for i, t in enumerate(self.trials) if t["status"] == "ok"]
+        failed = [i for i, t in enumerate(self.trials) if t["status"] == "failed"]
+        y_ok = [self._loss_to_model(self.trials[i]["loss"]) for i in ok]
         y_loss = torch.tensor(y_ok + [imputed] * len(failed), dtype=self.dtype, device=self.device)
         cost_rows = [i for i, t in enumerate(self.trials) if t["cost"] is not None]
         y_cost = torch.tensor([math.log(self.trials[i]["cost"]) for i in cost_rows], dtype=self.dtype, device=self.device)
         X = torch.stack(self.X)
-        as_loss = (lambda v: math.exp(v)) if self.log_loss else (lambda v: v)
-        return X[loss_rows], y_loss, X[cost_rows], y_cost, [as_loss(imputed)] * len(failed)
+        return X[ok + failed], y_loss, X[cost_rows], y_cost
 
     # ------------------------------------------------------------------ proposals
     def _initial_point(self, index: int) -> tuple[dict, str]:
@@ -179,9 +191,7 @@ class _Loop:
         n_cost = sum(t["cost"] is not None for t in self.trials)
         if n_ok < 2 or n_cost < 2:
             return self._random_point(index), phase, "random: fewer than 2 finished trials to fit the models", None, timings
-        X_loss, y_loss, X_cost, y_cost, imputed = self._targets()
-        for trial, value in zip((t for t in self.trials if t["status"] == "failed"), imputed):
-            trial["imputed_loss"] = value
+        X_loss, y_loss, X_cost, y_cost = self._targets()
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(_seed_for(self.seed, index))
             start = time.perf_counter()
@@ -202,8 +212,7 @@ class _Loop:
             timings["acquisition"] = time.perf_counter() - start
             with torch.no_grad():
                 mean = model.posterior(x[None]).mean[0]
-        untransform = math.exp if self.log_loss else (lambda v: v)
-        prediction = {"loss": untransform(float(mean[0])), "cost": math.exp(float(mean[1])), "log_acquisition": value}
+        prediction = {"loss": self._loss_from_model(float(mean[0])), "cost": math.exp(float(mean[1])), "log_acquisition": value}
         return x, phase, how, prediction, timings
 
     def _optimise(self, model: ModelListGP, phase: str, index: int) -> tuple[Tensor, str, float | None]:
@@ -291,9 +300,7 @@ class _Loop:
             if self.journal is not None:
                 self.journal.close()
         if any(t["status"] == "ok" for t in self.trials):
-            imputed = self._targets()[4]
-            for trial, value in zip((t for t in self.trials if t["status"] == "failed"), imputed):
-                trial["imputed_loss"] = value
+            self._impute_failed()
         info = {"loss_kernel": self.models["loss"].source, "cost_kernel": self.models["cost"].source,
                 "features": list(self.chain.feature_names), "tick_ratio": self.tick_ratio}
         return TickTockResult(self.trials, self.max_cost, str(self.journal.path) if self.journal else None, info)

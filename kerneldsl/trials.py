@@ -122,7 +122,7 @@ def _worker_main(conn) -> None:
         objective, config = message
         try:
             result = objective(config)
-            reply = ("ok", {str(k): _plain(v) for k, v in result.items()} if isinstance(result, Mapping) else _plain(result))
+            reply = ("ok", _plain(result))
         except Exception as exc:  # noqa: BLE001 - every failure of the user's code is an outcome
             reply = ("error", _describe_exception(exc))
         conn.send(reply)
