@@ -57,13 +57,16 @@ class OutputModel:
     last_fit_error: str | None = None
 
     def __post_init__(self) -> None:
-        self.kernel()  # compile once now: a bad source is a KernelError before any trial runs
+        from .compiler.lower import compile_ir
+
+        # Lowered once; building a kernel now makes a bad source or option a KernelError before any trial runs.
+        self._ir = compile_ir(self.source, list(self.chain.feature_names), self.groups)
+        self.kernel()
 
     def kernel(self):
-        from .api import compile as compile_kernel
+        from .api import build
 
-        return compile_kernel(self.source, features=list(self.chain.feature_names), groups=self.groups,
-                              **dict(self.kernel_options))
+        return build(self._ir, **dict(self.kernel_options))
 
     def fit(self, X: Tensor, y: Tensor) -> SingleTaskGP:
         """Fit a GP to ``X`` [n, d] (search space) and ``y`` [n] (log output), warm-started from the last fit."""
