@@ -10,7 +10,7 @@ Models (target: log of the test loss; trials without a loss are left out):
 * ``plain_matern``    SingleTaskGP with one ``matern52`` over all hands-on features (no structure).
 
 For every ``n`` and seed the same shuffled subset of ``n`` trials is cross-validated by
-every model (``kerneldsl.cv.cross_validate``): each fold refits the model on ``n - 1``
+every model (``kerneldsl.evaluation.cross_validate``): each fold refits the model on ``n - 1``
 trials and predicts the held-out one. ``--held-out K`` evaluates only ``K`` of the ``n``
 folds (a random subset, an unbiased estimate of the leave-one-out mean) to save time.
 Prints a markdown table (mean and standard error over seeds), writes a plot of every
@@ -102,7 +102,7 @@ def model_factories(mnist, names: list[str]) -> dict:
     from botorch.models.transforms.input import Normalize
     from botorch.models.transforms.outcome import Standardize
 
-    from kerneldsl.cv import kernel_model
+    from kerneldsl.evaluation.cv import kernel_model
 
     space, chain = mnist.space, mnist.feature_chain
     bounds = space.bounds
@@ -156,7 +156,7 @@ def run_grid(args, mnist, X, Y) -> list[dict]:
     """One record per (model, n, seed): the ``CVMetrics`` fields plus model and seed."""
     from tqdm import tqdm
 
-    from kerneldsl.cv import cross_validate
+    from kerneldsl.evaluation.cv import cross_validate
 
     factories = model_factories(mnist, args.models)
     done = read_raw(args.raw) if args.resume else {}
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     limit_threads(args.threads)
     sys.path.insert(0, str(REPO_ROOT))
     from examples import mnist_space as mnist
-    from kerneldsl.sweep import SweepError
+    from kerneldsl.evaluation.sweep import SweepError
 
     try:
         X, Y, total = load_target(mnist, args.data)

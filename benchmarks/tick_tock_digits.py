@@ -45,7 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "examples"))
 
 import kerneldsl as kd  # noqa: E402
-from kerneldsl.results import best_feasible, best_so_far  # noqa: E402
+from kerneldsl.loop.results import best_feasible, best_so_far  # noqa: E402
 from digits_task import (COST_KERNEL, DEFAULT_CONFIG, LOSS_KERNEL, make_feature_chain, make_space,  # noqa: E402
                          default_max_cost, train)
 

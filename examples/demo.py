@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import kerneldsl as kd  # noqa: E402
 from digits_task import COST_KERNEL, LOSS_KERNEL, default_max_cost, make_feature_chain, make_space, train  # noqa: E402
-from kerneldsl.journal import read_journal  # noqa: E402
+from kerneldsl.loop.journal import read_journal  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -82,14 +82,10 @@ def load(path: str | os.PathLike = DEFAULT_SWEEP) -> kd.Sweep:
 def fit_hands_on_gp(sweep: kd.Sweep, backend: str = "auto"):
     """Fit a SingleTaskGP with the hands-on kernel to log(loss) of the trials that have a loss."""
     from botorch.fit import fit_gpytorch_mll
-    from botorch.models import SingleTaskGP
-    from botorch.models.transforms.outcome import Standardize
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
     X, y, _ = sweep.target("loss", log=True)
-    kernel = kd.compile(HANDS_ON_KERNEL, features=feature_chain.feature_names, backend=backend)
-    model = SingleTaskGP(X, y, covar_module=kernel, input_transform=feature_chain,
-                         outcome_transform=Standardize(m=1))
+    model = kd.KernelGP(HANDS_ON_KERNEL, feature_chain, backend=backend)(X, y)
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     fit_gpytorch_mll(mll)
     return model, mll

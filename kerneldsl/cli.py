@@ -37,10 +37,10 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _cv(args: argparse.Namespace) -> int:
-    from .cv import CrossValidationError, cross_validate, kernel_model
-    from .parameters import SpaceError
+    from .evaluation.cv import CrossValidationError, cross_validate, kernel_model
+    from .space.parameters import SpaceError
     from .space_module import load_space_module
-    from .sweep import load_sweep
+    from .evaluation.sweep import load_sweep
 
     source = _read_source(args.kernel, "kernel file ")
     if source is None:

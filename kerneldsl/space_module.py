@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from .parameters import SpaceError
-from .space import Space
-from .transforms import Chain
+from .space.parameters import SpaceError
+from .space.space import Space
+from .space.transforms import Chain
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPACE_MODULE = REPO_ROOT / "examples" / "mnist_space.py"

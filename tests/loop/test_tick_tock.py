@@ -25,10 +25,10 @@ import pytest
 import torch
 
 import kerneldsl as kd
-from kerneldsl.journal import read_journal
-from kerneldsl.sampling import sample
-from kerneldsl.tick_tock import phase_of
-from kerneldsl.trials import TrialRunner
+from kerneldsl.loop.journal import read_journal
+from kerneldsl.space.sampling import sample
+from kerneldsl.loop.tick_tock import phase_of
+from kerneldsl.loop.runner import TrialRunner
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -47,8 +47,8 @@ class SyntheticTask:
 
     def space(self):
         """The task's search space (a `kerneldsl.Space`)."""
-        from .space import LinearConstraint, Space
-        from .parameters import Choice, Int, Scalar
+        from ..space.space import LinearConstraint, Space
+        from ..space.parameters import Choice, Int, Scalar
 
         return Space(
             [

@@ -33,9 +33,9 @@ from torch import Tensor
 from .acquisition import tock_acquisition, qLogCostImprovement
 from .journal import Journal, JournalError
 from .results import TickTockResult, best_feasible
-from .space import Space
-from .surrogate import DEFAULT_KERNEL, OutputModel, default_feature_chain
-from .trials import TrialRunner
+from ..space.space import Space
+from ..model import DEFAULT_KERNEL, KernelGP, OutputModel, default_feature_chain
+from .runner import TrialRunner
 
 __all__ = ["tick_tock", "phase_of", "DEFAULT_KERNEL"]
 
@@ -99,9 +99,9 @@ class _Loop:
         groups = {"all": list(self.chain.feature_names)}
         kernel_options = dict(kernel_options or {})
         self.models = {
-            name: OutputModel(name, source or DEFAULT_KERNEL, self.chain, rounding,
-                              groups={**groups, **dict(kernel_groups or {})} if source is None else kernel_groups,
-                              kernel_options=kernel_options, fit_options=fit_options or {})
+            name: OutputModel(name, KernelGP(source or DEFAULT_KERNEL, self.chain, rounding=rounding,
+                                             groups={**groups, **dict(kernel_groups or {})} if source is None else kernel_groups,
+                                             **kernel_options), fit_options=fit_options or {})
             for name, source in (("loss", loss_kernel), ("cost", cost_kernel))
         }
         self.runner = TrialRunner(objective, timeout=timeout, isolation=isolation, positive_loss=log_loss)
@@ -169,14 +169,14 @@ class _Loop:
         if index < len(self.initial_configs):
             return dict(self.initial_configs[index]), "given"
         if self.X_init is None:
-            from .sampling import sample
+            from ..space.sampling import sample
 
             n_sobol = self.n_initial - len(self.initial_configs)
             self.X_init = sample(self.space, n_sobol, seed=self.seed, dtype=self.dtype, device=self.device)
         return self.space.to_configs(self.X_init[index - len(self.initial_configs)][None])[0], "sobol"
 
     def _random_point(self, index: int) -> Tensor:
-        from .sampling import sample
+        from ..space.sampling import sample
 
         candidates = sample(self.space, 32, seed=_seed_for(self.seed, index), dtype=self.dtype, device=self.device)
         for x in candidates:
@@ -243,7 +243,7 @@ class _Loop:
     def _starting_points(self, acquisition, X_ok: Tensor, index: int) -> Tensor:
         """Restarts for the gradient ascent: Sobol points of the space (valid, constraints honoured) and the
         observed points, ``num_restarts`` of them drawn by acquisition value with botorch's Boltzmann heuristic."""
-        from .sampling import sample
+        from ..space.sampling import sample
 
         raw = sample(self.space, self.raw_samples, seed=_seed_for(self.seed, index) + 1, dtype=self.dtype,
                      device=self.device)
@@ -301,7 +301,7 @@ class _Loop:
                 self.journal.close()
         if any(t["status"] == "ok" for t in self.trials):
             self._impute_failed()
-        info = {"loss_kernel": self.models["loss"].source, "cost_kernel": self.models["cost"].source,
+        info = {"loss_kernel": self.models["loss"].factory.source, "cost_kernel": self.models["cost"].factory.source,
                 "features": list(self.chain.feature_names), "tick_ratio": self.tick_ratio}
         return TickTockResult(self.trials, self.max_cost, str(self.journal.path) if self.journal else None, info)
 
@@ -378,7 +378,7 @@ def tick_tock(
     observed log loss plus half the observed range (at least 0.1), recomputed at
     every fit and reported as ``imputed_loss``; a failed trial's reported cost, if
     finite, still trains the cost model. ``isolation`` picks how timeouts work
-    (see `kerneldsl.trials`).
+    (see `kerneldsl.loop.runner`).
 
     ``journal``: path of a JSON-lines file; every finished trial is appended at
     once (flushed and fsynced). An existing journal is resumed: its trials are

@@ -10,7 +10,7 @@ import torch
 
 import kerneldsl as kd
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SHARED_SWEEP = REPO.parent / "shared" / "data" / "mnist1_sweep.jsonl"
 needs_sweep = pytest.mark.skipif(
     not SHARED_SWEEP.exists(), reason=f"shared MNIST sweep not found at {SHARED_SWEEP} (only in the project workspace)"

@@ -15,10 +15,10 @@ from gpytorch.kernels import RBFKernel, ScaleKernel
 
 import kerneldsl as kd
 from kerneldsl.cli import main as cli_main
-from kerneldsl.cv import (Z95, CrossValidationError, cross_validate, kernel_model, loo_cv, shuffled_subset,
+from kerneldsl.evaluation.cv import (Z95, CrossValidationError, cross_validate, kernel_model, loo_cv, shuffled_subset,
                           subset_order)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SWEEP = REPO.parent / "shared" / "data" / "mnist1_sweep.jsonl"
 
 SPACE_MODULE = """

@@ -12,9 +12,9 @@ from botorch.models.transforms.input import ChainedInputTransform
 from botorch.optim.optimize_mixed import optimize_acqf_mixed_alternating
 
 import kerneldsl as kd
-from kerneldsl.transforms import Step
+from kerneldsl.space.transforms import Step
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mnist_space.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mnist_space.py"
 
 
 def load_example():

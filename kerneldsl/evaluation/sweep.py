@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .parameters import ConfigError
-from .space import Space
+from ..space.parameters import ConfigError
+from ..space.space import Space
 
 
 class SweepError(ConfigError):

@@ -452,7 +452,7 @@ class Space:
         return SpaceRounding(self.discrete_layout, method=method, tau=tau)
 
     def sample(self, n: int, seed: int | None = 0, method: str = "sobol", **kwargs: Any) -> Tensor:
-        """``n`` valid search points (conditions, rounding, constraints honoured); see ``kerneldsl.sampling.sample``."""
+        """``n`` valid search points (conditions, rounding, constraints honoured); see ``kerneldsl.space.sampling.sample``."""
         from .sampling import sample
 
         return sample(self, n, seed=seed, method=method, **kwargs)
