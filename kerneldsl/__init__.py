@@ -6,16 +6,12 @@ from .compiler.errors import KernelError, KernelNameError, KernelSyntaxError
 from .compiler.ir import KernelIR
 from .compiler.lower import compile_ir
 from .compiler.options import KernelOptions
-from .space.parameters import Choice, ConfigError, Int, Scalar, SpaceError
-from .space.sampling import SamplingError, initial_design, sample
-from .space.space import LinearConstraint, Space
 from .evaluation import CrossValidationError, Sweep, SweepError, cross_validate, kernel_model, load_sweep, loo_cv
-from .space.transforms import Add, Chain, FeatureTransform, Log, Mean, Multiply, OneHot, PassThrough, RelativeToMean, Subtract
-from .loop.journal import JournalError
-from .loop.results import TickTockResult
-from .loop.synthetic import SyntheticTask
+from .loop import JournalError, Phase, Study, StudyError, SyntheticTask, TickTockResult, Trial, TrialState, tick_tock
 from .model import KernelGP
-from .loop.tick_tock import tick_tock
+from .space import (Add, Chain, Choice, ConfigError, FeatureTransform, Int, LinearConstraint, Log, Mean, Multiply,
+                    OneHot, PassThrough, RelativeToMean, SamplingError, Scalar, Space, SpaceError, Subtract,
+                    initial_design, sample)
 
 __all__ = ["compile", "build", "compile_ir", "KernelIR", "KernelOptions",
            "KernelError", "KernelNameError", "KernelSyntaxError", "KernelWarning",
@@ -24,4 +20,5 @@ __all__ = ["compile", "build", "compile_ir", "KernelIR", "KernelOptions",
            "cross_validate", "loo_cv", "kernel_model", "CrossValidationError", "KernelGP",
            "Chain", "FeatureTransform", "Log", "Add", "Subtract", "Multiply", "Mean", "RelativeToMean",
            "OneHot", "PassThrough",
-           "tick_tock", "TickTockResult", "SyntheticTask", "JournalError"]
+           "Study", "StudyError", "Trial", "TrialState", "Phase", "tick_tock", "TickTockResult", "SyntheticTask",
+           "JournalError"]

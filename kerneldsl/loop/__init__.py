@@ -1,8 +1,11 @@
 """The optimisation loop: trials, the study (ask/tell), phases and acquisition, trial runners, journal, results."""
 
-from .journal import JournalError
+from .journal import JournalError, read_journal
 from .results import TickTockResult
+from .study import Study, StudyError
 from .synthetic import SyntheticTask
 from .tick_tock import tick_tock
+from .trial import Phase, Trial, TrialState
 
-__all__ = ["tick_tock", "TickTockResult", "SyntheticTask", "JournalError"]
+__all__ = ["Study", "StudyError", "Trial", "TrialState", "Phase", "tick_tock", "TickTockResult", "SyntheticTask",
+           "JournalError", "read_journal"]

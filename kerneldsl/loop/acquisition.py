@@ -49,12 +49,14 @@ def cost_constraint(max_cost: float):
 
 
 def tock_acquisition(model: Model, X_baseline: Tensor, max_cost: float, sampler: MCSampler | None = None,
-                     eta: float = 1e-3) -> qLogNoisyExpectedImprovement:
+                     eta: float = 1e-3, X_pending: Tensor | None = None) -> qLogNoisyExpectedImprovement:
     """Tock: log noisy EI of the loss (as -log loss), subject to cost <= max_cost per sample.
 
     ``X_baseline`` are the observed points; botorch draws the incumbent from the
     same joint samples as the candidate. With no feasible observed point botorch
     falls back to improving on a lower bound, i.e. to feasibility-weighted loss.
+    ``X_pending`` are points being evaluated (botorch's convention: they join every
+    candidate's joint sample, so a candidate is worth only what it adds to them).
     """
     constraint = cost_constraint(max_cost)
     with warnings.catch_warnings():
@@ -62,7 +64,7 @@ def tock_acquisition(model: Model, X_baseline: Tensor, max_cost: float, sampler:
         return qLogNoisyExpectedImprovement(
             model=model, X_baseline=X_baseline, sampler=sampler, objective=GenericMCObjective(_negative_log_loss),
             constraints=None if constraint is None else [constraint], eta=eta, fat=True,
-            prune_baseline=True, cache_root=False,
+            prune_baseline=True, cache_root=False, X_pending=X_pending,
         )
 
 
@@ -85,11 +87,15 @@ class qLogCostImprovement(LogImprovementMCAcquisitionFunction):
     botorch's ``qLogNoisyExpectedImprovement``. ``R`` should be the observed
     points within budget (the caller falls back to all observed points when none
     is). Sample draws use fixed base samples, so the function is deterministic and
-    smooth for gradient-based optimisation.
+    smooth for gradient-based optimisation. ``X_pending`` are points being evaluated,
+    handled as botorch's MC acquisition functions do: they are appended to every
+    candidate batch, so the value is that of the best of candidate and pending points
+    per sample, and a candidate near a pending point gains little.
     """
 
     def __init__(self, model: Model, X_reference: Tensor, max_cost: float, sampler: MCSampler | None = None,
-                 eta: float = 1e-3, fat: bool = True, tau_relu: float = TAU_RELU, tau_max: float = TAU_MAX):
+                 eta: float = 1e-3, fat: bool = True, tau_relu: float = TAU_RELU, tau_max: float = TAU_MAX,
+                 X_pending: Tensor | None = None):
         if X_reference.dim() != 2 or X_reference.shape[0] == 0:
             raise ValueError(f"qLogCostImprovement needs a non-empty [n, d] X_reference, got shape {tuple(X_reference.shape)}")
         constraints = [self._loss_constraint]
@@ -97,7 +103,7 @@ class qLogCostImprovement(LogImprovementMCAcquisitionFunction):
         if budget is not None:
             constraints.append(budget)
         super().__init__(model=model, sampler=sampler, objective=GenericMCObjective(_negative_log_cost),
-                         constraints=constraints, eta=eta, fat=fat, tau_max=tau_max)
+                         constraints=constraints, eta=eta, fat=fat, tau_max=tau_max, X_pending=X_pending)
         self.register_buffer("X_reference", X_reference)
         self.tau_relu = tau_relu
         self._threshold: Tensor | None = None

@@ -1,27 +1,34 @@
-"""Append-only JSON-lines journal of finished trials, safe against crashes.
+"""Append-only JSON-lines journal of a study, safe against crashes.
 
-Every finished trial is written as one line, flushed and fsynced before the
-loop moves on, so killing the process at any moment loses at most the trial
-that was running. A crash in the middle of a write leaves a torn last line
-(no trailing newline); reading drops it and the next append truncates it away.
-A damaged line anywhere else is a clear `JournalError`, never silently skipped.
+The first line is a header (format version and the settings that decide what the
+trials mean); then every ask and every tell is one line, flushed and fsynced before
+the study moves on, so killing the process at any moment loses nothing that was
+told. A crash in the middle of a write leaves a torn last line (no trailing
+newline); reading drops it and the next append truncates it away. A damaged line
+anywhere else is a clear `JournalError` naming the file and line, never silently
+skipped. Journals of format 1 (one line per finished trial, written by kerneldsl
+0.1) are read as they are and converted to format 2 when opened for writing.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from .trial import Trial, TrialState
+
 __all__ = ["Journal", "JournalError", "read_journal"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class JournalError(ValueError):
-    """A journal file that cannot be read or does not match the current run."""
+    """A journal file that cannot be read or does not match the current study."""
 
 
 def _jsonable(value: Any, where: str) -> Any:
@@ -42,9 +49,9 @@ def _jsonable(value: Any, where: str) -> Any:
     raise JournalError(f"journal: {where} = {value!r} ({type(value).__name__}) is not JSON-serialisable")
 
 
-def _parse_lines(path: Path, data: bytes) -> tuple[list[dict], int]:
-    """Parse journal bytes; return the records and the byte length of the intact prefix."""
-    records: list[dict] = []
+def _parse_lines(path: Path, data: bytes) -> tuple[list[tuple[int, dict]], int]:
+    """Parse journal bytes; return the (line number, record) pairs and the byte length of the intact prefix."""
+    records: list[tuple[int, dict]] = []
     good_end = 0
     pos = 0
     line_no = 0
@@ -62,39 +69,78 @@ def _parse_lines(path: Path, data: bytes) -> tuple[list[dict], int]:
                 raise JournalError(f"{path}:{line_no}: damaged journal line ({exc})") from None
             if not isinstance(record, dict):
                 raise JournalError(f"{path}:{line_no}: journal line is not a JSON object")
-            records.append(record)
+            records.append((line_no, record))
         good_end = pos
     return records, good_end
 
 
-def read_journal(path: str | os.PathLike) -> tuple[dict | None, list[dict]]:
-    """Read a journal: return its header (or None for an empty file) and its trial records."""
+def read_journal(path: str | os.PathLike) -> tuple[dict | None, list[Trial]]:
+    """Read a journal: its header (None for a missing or empty file) and its trials, in id order."""
     path = Path(path)
     if not path.exists():
         return None, []
     records, _ = _parse_lines(path, path.read_bytes())
-    return _split_header(path, records)
+    return _replay(path, records)
 
 
-def _split_header(path: Path, records: list[dict]) -> tuple[dict | None, list[dict]]:
+def _replay(path: Path, records: list[tuple[int, dict]]) -> tuple[dict | None, list[Trial]]:
+    """Header and trials from parsed records (format 1 or 2), every field checked."""
     if not records:
         return None, []
-    header, trials = records[0], records[1:]
+    first, header = records[0]
     if header.get("kind") != "header":
-        raise JournalError(f"{path}:1: not a kerneldsl journal (the first line must be its header)")
-    if header.get("version") != FORMAT_VERSION:
-        raise JournalError(f"{path}:1: journal format version {header.get('version')!r} is not {FORMAT_VERSION}")
-    for number, trial in enumerate(trials, start=2):
-        if trial.get("kind") != "trial" or "trial" not in trial:
-            raise JournalError(f"{path}:{number}: expected a trial record, got {sorted(trial)}")
-    return header, trials
+        raise JournalError(f"{path}:{first}: not a kerneldsl journal (the first line must be its header)")
+    version = header.get("version")
+    if version not in READABLE_VERSIONS:
+        raise JournalError(f"{path}:{first}: journal format version {version!r} is not one of {READABLE_VERSIONS}")
+    trials: dict[int, Trial] = {}
+    for number, record in records[1:]:
+        where = f"{path}:{number}"
+        kind = record.get("kind")
+        expected = ("trial",) if version == 1 else ("ask", "tell")
+        if kind not in expected or not isinstance(record.get("trial"), int) or isinstance(record.get("trial"), bool):
+            raise JournalError(f"{where}: expected a {' or '.join(expected)} record with an integer 'trial', "
+                               f"got keys {sorted(record)}")
+        _check_fields(record, where)
+        trial_id = record["trial"]
+        if kind == "tell":
+            if trial_id not in trials:
+                raise JournalError(f"{where}: tell for trial {trial_id}, which was never asked")
+            if trials[trial_id].state.finished:
+                raise JournalError(f"{where}: trial {trial_id} is told a second time")
+            trials[trial_id].apply_tell(record)
+            continue
+        if trial_id != len(trials):
+            raise JournalError(f"{where}: expected trial {len(trials)}, got trial {trial_id}; the journal is out of order")
+        try:
+            trials[trial_id] = Trial.from_v1(record) if version == 1 else Trial.from_ask(record)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise JournalError(f"{where}: trial {trial_id} cannot be read ({type(exc).__name__}: {exc})") from None
+    return header, list(trials.values())
+
+
+def _check_fields(record: dict, where: str) -> None:
+    """Types of the fields a trial record may hold, checked before they are used."""
+    if "config" in record and not isinstance(record["config"], dict):
+        raise JournalError(f"{where}: 'config' must be an object, got {record['config']!r}")
+    for key in ("loss", "cost"):
+        value = record.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise JournalError(f"{where}: {key!r} must be a number or null, got {value!r}")
+    state = record.get("state", record.get("status"))
+    if state is not None and state not in {s.value for s in TrialState}:
+        raise JournalError(f"{where}: unknown trial state {state!r} (one of {[s.value for s in TrialState]})")
+    phase = record.get("phase")
+    if phase is not None and phase not in ("init", "tick", "tock"):
+        raise JournalError(f"{where}: unknown phase {phase!r}")
 
 
 class Journal:
-    """An open journal: the trials already in it, and `append` for new ones.
+    """An open journal: the header and trials already in it, and `write` for new ask and tell records.
 
-    Opening an existing file checks that its header matches `header` on the keys
-    that decide what the trials mean (see `check_keys`) and cuts off a torn last line.
+    Opening an existing file checks that its header matches ``header`` on the keys
+    that decide what the trials mean (see ``check_keys``) and cuts off a torn last
+    line; a format-1 journal is rewritten as format 2 first (atomically).
     """
 
     def __init__(self, path: str | os.PathLike, header: dict, check_keys: Iterable[str] = ()):
@@ -102,15 +148,18 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         data = self.path.read_bytes() if self.path.exists() else b""
         records, good_end = _parse_lines(self.path, data)
-        old_header, self.trials = _split_header(self.path, records)
+        old_header, self.trials = _replay(self.path, records)
         header = {"kind": "header", "version": FORMAT_VERSION, **_jsonable(header, "header")}
         if old_header is not None:
             for key in check_keys:
                 if old_header.get(key) != header.get(key):
                     raise JournalError(
                         f"{self.path}: journal was written with {key}={old_header.get(key)!r}, "
-                        f"this run has {key}={header.get(key)!r}; use a new journal path"
+                        f"this study has {key}={header.get(key)!r}; use a new journal path"
                     )
+            if old_header.get("version") != FORMAT_VERSION:
+                old_header = self._convert(old_header)
+                good_end = self.path.stat().st_size
         self.header = old_header or header
         self._file = open(self.path, "r+b" if self.path.exists() else "w+b")
         self._file.truncate(good_end)  # drop a torn last line before appending
@@ -118,18 +167,36 @@ class Journal:
         if old_header is None:
             self._write(self.header)
 
-    def append(self, trial: dict) -> dict:
-        """Write one finished trial durably (flush + fsync); return the record as stored."""
-        record = {"kind": "trial", **_jsonable(trial, "trial")}
+    def _convert(self, old_header: dict) -> dict:
+        """Rewrite an older journal in the current format: same trials, one ask and one tell line each."""
+        header = {**old_header, "version": FORMAT_VERSION, "converted_from": old_header.get("version")}
+        lines = [header]
+        for trial in self.trials:
+            lines.append(_jsonable(trial.ask_record(), "trial"))
+            if trial.state.finished:
+                lines.append(_jsonable(trial.tell_record(), "trial"))
+        temporary = self.path.with_name(self.path.name + ".converting")
+        with open(temporary, "wb") as out:
+            out.write(b"".join(_encode(line) for line in lines))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, self.path)
+        return header
+
+    def write(self, record: dict) -> dict:
+        """Write one ask or tell record durably (flush + fsync); return it as stored."""
+        record = _jsonable(record, "trial")
         self._write(record)
-        self.trials.append(record)
         return record
 
     def _write(self, record: dict) -> None:
-        line = json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n"
-        self._file.write(line.encode())
+        self._file.write(_encode(record))
         self._file.flush()
         os.fsync(self._file.fileno())
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
 
     def close(self) -> None:
         self._file.close()
@@ -139,3 +206,7 @@ class Journal:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _encode(record: dict) -> bytes:
+    return (json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n").encode()

@@ -5,16 +5,17 @@ from __future__ import annotations
 import math
 
 from .results import best_feasible, best_so_far
+from .trial import Phase, Trial, TrialState
 
 __all__ = ["plot_trials", "pareto_front"]
 
-MARKERS = {"init": ("o", "initial (Sobol / given)"), "tick": ("v", "tick: cheaper at equal loss"),
-           "tock": ("^", "tock: lower loss within max_cost")}
+MARKERS = {Phase.INIT: ("o", "initial (Sobol / given)"), Phase.TICK: ("v", "tick: cheaper at equal loss"),
+           Phase.TOCK: ("^", "tock: lower loss within max_cost")}
 
 
-def pareto_front(trials: list[dict]) -> list[tuple[float, float]]:
+def pareto_front(trials: list[Trial]) -> list[tuple[float, float]]:
     """(cost, loss) of the finished trials that no other trial beats on both cost and loss, by cost."""
-    points = sorted((t["cost"], t["loss"]) for t in trials if t["status"] == "ok")
+    points = sorted((t.cost, t.loss) for t in trials if t.state is TrialState.OK)
     front, best = [], math.inf
     for cost, loss in points:
         if loss < best:
@@ -23,7 +24,7 @@ def pareto_front(trials: list[dict]) -> list[tuple[float, float]]:
     return front
 
 
-def plot_trials(trials: list[dict], max_cost: float, path: str | None = None, title: str | None = None):
+def plot_trials(trials: list[Trial], max_cost: float, path: str | None = None, title: str | None = None):
     """Draw the run and return the matplotlib Figure; write a PNG to ``path`` when given.
 
     Left: cost (x, log) against loss (y, log) for every trial, coloured by trial
@@ -44,27 +45,27 @@ def plot_trials(trials: list[dict], max_cost: float, path: str | None = None, ti
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax_time.set_yscale("log")
-    ok = [t for t in trials if t["status"] == "ok"]
-    failed = [t for t in trials if t["status"] == "failed"]
+    ok = [t for t in trials if t.state is TrialState.OK]
+    failed = [t for t in trials if t.state is TrialState.FAILED]
     cmap = colormaps["viridis"]
     norm = Normalize(vmin=0, vmax=max(len(trials) - 1, 1))
 
-    losses = [t["loss"] for t in ok]
-    costs = [t["cost"] for t in trials if t["cost"] is not None] + [max_cost]
+    losses = [t.loss for t in ok]
+    costs = [t.cost for t in trials if t.cost is not None] + [max_cost]
     lo_cost, hi_cost = min(costs) / 1.5, max(costs) * 1.5
     fail_y = (max(losses) * 1.6) if losses else 1.0
 
     for phase, (marker, label) in MARKERS.items():
-        group = [t for t in ok if t["phase"] == phase]
+        group = [t for t in ok if t.phase is phase]
         if group:
-            ax.scatter([t["cost"] for t in group], [t["loss"] for t in group], c=[t["trial"] for t in group],
+            ax.scatter([t.cost for t in group], [t.loss for t in group], c=[t.id for t in group],
                        cmap=cmap, norm=norm, marker=marker, s=46, edgecolors="k", linewidths=0.4, label=label, zorder=3)
-            ax_time.scatter([t["trial"] for t in group], [t["loss"] for t in group], c=[t["trial"] for t in group],
+            ax_time.scatter([t.id for t in group], [t.loss for t in group], c=[t.id for t in group],
                             cmap=cmap, norm=norm, marker=marker, s=30, edgecolors="k", linewidths=0.3, zorder=3)
     if failed:
-        fx = [t["cost"] if t["cost"] is not None else lo_cost * 1.1 for t in failed]
+        fx = [t.cost if t.cost is not None else lo_cost * 1.1 for t in failed]
         ax.scatter(fx, [fail_y] * len(failed), marker="x", c="red", s=50, label=f"failed ({len(failed)})", zorder=3)
-        ax_time.scatter([t["trial"] for t in failed], [fail_y] * len(failed), marker="x", c="red", s=40, zorder=3)
+        ax_time.scatter([t.id for t in failed], [fail_y] * len(failed), marker="x", c="red", s=40, zorder=3)
         ax.axhline(fail_y, color="red", lw=0.5, alpha=0.3)
 
     front = pareto_front(trials)
@@ -76,8 +77,8 @@ def plot_trials(trials: list[dict], max_cost: float, path: str | None = None, ti
     ax.axvspan(max_cost, hi_cost, color="tab:red", alpha=0.06)
     best = best_feasible(trials, max_cost)
     if best is not None:
-        ax.scatter([best["cost"]], [best["loss"]], marker="*", s=260, facecolors="none", edgecolors="tab:red",
-                   linewidths=1.5, label=f"best feasible (trial {best['trial']})", zorder=4)
+        ax.scatter([best.cost], [best.loss], marker="*", s=260, facecolors="none", edgecolors="tab:red",
+                   linewidths=1.5, label=f"best feasible (trial {best.id})", zorder=4)
     for axis in (ax.xaxis, ax.yaxis, ax_time.yaxis):
         axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         axis.set_major_formatter(FormatStrFormatter("%g"))
@@ -91,9 +92,9 @@ def plot_trials(trials: list[dict], max_cost: float, path: str | None = None, ti
 
     best_losses = [math.nan if v is None else v for v in best_so_far(trials, max_cost)]
     ax_time.step(range(len(trials)), best_losses, where="post", color="tab:red", lw=1.5, label="best loss within max_cost")
-    over = [t for t in ok if t["cost"] > max_cost]
+    over = [t for t in ok if t.cost > max_cost]
     if over:
-        ax_time.scatter([t["trial"] for t in over], [t["loss"] for t in over], marker="o", s=90, facecolors="none",
+        ax_time.scatter([t.id for t in over], [t.loss for t in over], marker="o", s=90, facecolors="none",
                         edgecolors="grey", linewidths=0.8, label="over max_cost", zorder=2)
     ax_time.set_xlabel("trial number")
     ax_time.set_ylabel("loss")

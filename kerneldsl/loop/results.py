@@ -1,4 +1,4 @@
-"""The record of an optimisation run: trial dicts, the best feasible trial, a summary table."""
+"""The record of an optimisation run: its trials, the best feasible trial, a summary table, a DataFrame."""
 
 from __future__ import annotations
 
@@ -7,30 +7,52 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TickTockResult", "best_feasible", "best_so_far", "feasible"]
+from .trial import Phase, Trial, TrialState
 
-PHASES = ("init", "tick", "tock")
-
-
-def feasible(trial: dict, max_cost: float) -> bool:
-    """A trial that finished with a loss and cost within the budget."""
-    return trial["status"] == "ok" and trial["cost"] is not None and trial["cost"] <= max_cost
+__all__ = ["TickTockResult", "best_feasible", "best_so_far", "trials_dataframe"]
 
 
-def best_feasible(trials: list[dict], max_cost: float) -> dict | None:
+def best_feasible(trials: list[Trial], max_cost: float) -> Trial | None:
     """The trial with the lowest loss among those with cost <= max_cost (None if there is none)."""
-    candidates = [t for t in trials if feasible(t, max_cost)]
-    return min(candidates, key=lambda t: t["loss"]) if candidates else None
+    candidates = [t for t in trials if t.feasible(max_cost)]
+    return min(candidates, key=lambda t: t.loss) if candidates else None
 
 
-def best_so_far(trials: list[dict], max_cost: float) -> list[float | None]:
+def best_so_far(trials: list[Trial], max_cost: float) -> list[float | None]:
     """Best feasible loss after each trial (None until the first feasible trial)."""
     out, best = [], None
     for t in trials:
-        if feasible(t, max_cost) and (best is None or t["loss"] < best):
-            best = t["loss"]
+        if t.feasible(max_cost) and (best is None or t.loss < best):
+            best = t.loss
         out.append(best)
     return out
+
+
+def trials_dataframe(trials: list[Trial], max_cost: float):
+    """One row per trial, as Optuna's ``Study.trials_dataframe``: ``number``, ``state``, ``phase``,
+    ``iteration``, ``loss``, ``cost``, ``feasible``, times and timings, ``proposal``, ``error``,
+    ``imputed_loss``, ``predicted_loss`` / ``predicted_cost``, one ``params_<name>`` column per parameter
+    (NaN where inactive) and one ``outputs_<name>`` column per extra output."""
+    import pandas as pd
+
+    rows = []
+    for t in trials:
+        row = {"number": t.id, "state": t.state.value, "phase": t.phase.value, "iteration": t.iteration,
+               "loss": t.loss, "cost": t.cost, "feasible": t.feasible(max_cost),
+               "datetime_start": pd.to_datetime(t.started, unit="s") if t.started is not None else pd.NaT,
+               "datetime_complete": pd.to_datetime(t.finished, unit="s") if t.finished is not None else pd.NaT,
+               "objective_seconds": t.timings.get("objective"), "fit_seconds": t.timings.get("fit"),
+               "acquisition_seconds": t.timings.get("acquisition"), "proposal": t.proposal, "error": t.error,
+               "imputed_loss": t.imputed_loss, "retry_of": t.retry_of,
+               "predicted_loss": (t.prediction or {}).get("loss"), "predicted_cost": (t.prediction or {}).get("cost")}
+        row.update({f"params_{k}": v for k, v in t.config.items()})
+        row.update({f"outputs_{k}": v for k, v in t.outputs.items()})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame["duration"] = frame["datetime_complete"] - frame["datetime_start"]
+    return frame
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -49,27 +71,15 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 @dataclass
 class TickTockResult:
-    """Trials of a tick-tock run (one dict each, in run order) and the budget they were judged by.
+    """Trials of a study (`Trial` objects, in id order) and the budget they were judged by."""
 
-    Each trial dict holds ``trial`` (position in the run), ``iteration`` (0 for
-    initial points, then 1, 2, ... for model-based proposals), ``phase``
-    (``"init"``, ``"tick"`` or ``"tock"``), ``config``, ``status`` (``"ok"`` or
-    ``"failed"``), ``loss`` and ``cost`` (None when unknown), ``error`` (the
-    failure reason or None), ``outputs`` (extra values the objective returned),
-    ``timings`` (seconds spent in the objective, in model fitting and in the
-    acquisition optimisation that proposed it), ``prediction`` (the models'
-    median loss and cost at a proposed point, None for initial points) and
-    ``imputed_loss`` for failed trials (the loss the model was given, see
-    `tick_tock`).
-    """
-
-    trials: list[dict]
+    trials: list[Trial]
     max_cost: float
     journal: str | None = None
     info: dict = field(default_factory=dict)
 
     @property
-    def best(self) -> dict | None:
+    def best(self) -> Trial | None:
         """The best trial with cost <= max_cost, or None."""
         return best_feasible(self.trials, self.max_cost)
 
@@ -77,20 +87,24 @@ class TickTockResult:
         """Best feasible loss after each trial (None until the first feasible trial)."""
         return best_so_far(self.trials, self.max_cost)
 
+    def trials_dataframe(self):
+        """One row per trial (pandas); see `trials_dataframe`."""
+        return trials_dataframe(self.trials, self.max_cost)
+
     def summary(self, top: int = 5) -> str:
         """A plain-text summary: a per-phase table, the best feasible trial and the top trials."""
         trials, max_cost = self.trials, self.max_cost
         rows = []
-        for phase in (*PHASES, "all"):
-            group = trials if phase == "all" else [t for t in trials if t["phase"] == phase]
+        for phase in (*(p.value for p in Phase), "all"):
+            group = trials if phase == "all" else [t for t in trials if t.phase.value == phase]
             if not group:
                 continue
-            costs = [t["cost"] for t in group if t["cost"] is not None]
+            costs = [t.cost for t in group if t.cost is not None]
             best = best_feasible(group, max_cost)
-            over = sum(1 for t in group if t["cost"] is not None and t["cost"] > max_cost)
+            over = sum(1 for t in group if t.cost is not None and t.cost > max_cost)
             rows.append([
-                phase, str(len(group)), str(sum(t["status"] == "failed" for t in group)),
-                f"{100.0 * over / len(group):.0f}%", _fmt(best["loss"] if best else None),
+                phase, str(len(group)), str(sum(t.state is TrialState.FAILED for t in group)),
+                f"{100.0 * over / len(group):.0f}%", _fmt(best.loss if best else None),
                 _fmt(statistics.median(costs) if costs else None), _fmt(sum(costs), 5),
             ])
         text = [f"{len(trials)} trials, max_cost = {max_cost:g}",
@@ -99,19 +113,19 @@ class TickTockResult:
         if best is None:
             text.append("no trial finished within max_cost")
         else:
-            text.append(f"best within max_cost: trial {best['trial']} ({best['phase']}), "
-                        f"loss {_fmt(best['loss'])}, cost {_fmt(best['cost'])}")
-            text.append(f"  config: {best['config']}")
-        ranked = sorted((t for t in trials if feasible(t, max_cost)), key=lambda t: t["loss"])[:top]
+            text.append(f"best within max_cost: trial {best.id} ({best.phase.value}), "
+                        f"loss {_fmt(best.loss)}, cost {_fmt(best.cost)}")
+            text.append(f"  config: {best.config}")
+        ranked = sorted((t for t in trials if t.feasible(max_cost)), key=lambda t: t.loss)[:top]
         if ranked:
             text.append(f"top {len(ranked)} within max_cost:")
             text.append(_table(["trial", "phase", "loss", "cost", "config"],
-                               [[str(t["trial"]), t["phase"], _fmt(t["loss"]), _fmt(t["cost"]),
-                                 ", ".join(f"{k}={_fmt(v, 3)}" for k, v in t["config"].items())] for t in ranked]))
-        failed = [t for t in trials if t["status"] == "failed"]
+                               [[str(t.id), t.phase.value, _fmt(t.loss), _fmt(t.cost),
+                                 ", ".join(f"{k}={_fmt(v, 3)}" for k, v in t.config.items())] for t in ranked]))
+        failed = [t for t in trials if t.state in (TrialState.FAILED, TrialState.LOST)]
         if failed:
-            text.append(f"failed trials ({len(failed)}):")
-            text.extend(f"  trial {t['trial']} ({t['phase']}): {t['error']}" for t in failed[:10])
+            text.append(f"failed or lost trials ({len(failed)}):")
+            text.extend(f"  trial {t.id} ({t.phase.value}): {t.error}" for t in failed[:10])
             if len(failed) > 10:
                 text.append(f"  ... and {len(failed) - 10} more")
         return "\n".join(text)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import numbers
 import pickle
 import threading
 import time
@@ -34,16 +35,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Outcome", "TrialRunner", "ISOLATIONS"]
+from .trial import TrialState
+
+__all__ = ["Outcome", "TrialRunner", "ISOLATIONS", "as_number", "check_result", "outcome_of"]
 
 ISOLATIONS = ("inline", "thread", "process")
 
 
 @dataclass
 class Outcome:
-    """What one objective call produced: status, outputs, failure reason, wall time."""
+    """What one objective call produced: state (ok or failed), outputs, failure reason, wall time."""
 
-    status: str  # "ok" or "failed"
+    state: TrialState
     loss: float | None = None
     cost: float | None = None
     outputs: dict[str, Any] = field(default_factory=dict)  # extra outputs the objective returned
@@ -59,11 +62,18 @@ def _describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}{where}" if message else f"{type(exc).__name__}{where}"
 
 
-def _as_number(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
+def as_number(value: Any) -> float | None:
+    """A real number, or a one-element tensor / array / numpy scalar of one; None for anything else (strings too)."""
+    if isinstance(value, bool) or isinstance(value, (str, bytes)):
         return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    size = getattr(value, "numel", None) or getattr(value, "size", None)
+    count = size() if callable(size) else size
+    if count == 1 and hasattr(value, "item"):
+        item = value.item()
+        return float(item) if isinstance(item, numbers.Real) and not isinstance(item, bool) else None
+    return None
 
 
 def _plain(value: Any) -> Any:
@@ -79,6 +89,14 @@ def _plain(value: Any) -> Any:
     return repr(value)
 
 
+def _portable(result: Any) -> Any:
+    """A result as plain values to send between processes; loss and cost keep their number-ness."""
+    if not isinstance(result, Mapping):
+        return _plain(result)
+    numbers_of = {k: as_number(result[k]) for k in ("loss", "cost") if k in result}
+    return {str(k): numbers_of[k] if numbers_of.get(k) is not None else _plain(v) for k, v in result.items()}
+
+
 def check_result(result: Any, positive_loss: bool = True) -> tuple[float | None, float | None, dict, str | None]:
     """Validate an objective's return value: (loss, cost, extra outputs, failure reason or None)."""
     if not isinstance(result, Mapping):
@@ -87,10 +105,11 @@ def check_result(result: Any, positive_loss: bool = True) -> tuple[float | None,
     missing = [key for key in ("loss", "cost") if key not in result]
     if missing:
         return None, None, extra, f"objective result has no {' or '.join(repr(k) for k in missing)} (keys: {sorted(map(str, result))})"
-    loss, cost = _as_number(result["loss"]), _as_number(result["cost"])
+    loss, cost = as_number(result["loss"]), as_number(result["cost"])
     if loss is None or cost is None:
         bad = "loss" if loss is None else "cost"
-        return loss, cost, extra, f"objective returned {bad}={result[bad]!r}, which is not a number"
+        return loss, cost, extra, (f"objective returned {bad}={result[bad]!r} ({type(result[bad]).__name__}), "
+                                   "which is not a number (a float, int, or one-element tensor or array)")
     if not math.isfinite(loss):
         return None, cost, extra, f"objective returned loss={loss}"
     if not math.isfinite(cost) or cost <= 0:
@@ -100,13 +119,14 @@ def check_result(result: Any, positive_loss: bool = True) -> tuple[float | None,
     return loss, cost, extra, None
 
 
-def _outcome(result: Any, seconds: float, positive_loss: bool) -> Outcome:
+def outcome_of(result: Any, seconds: float = 0.0, positive_loss: bool = True) -> Outcome:
+    """The outcome of an objective's return value: ok, or failed with the reason (a kept cost if it is usable)."""
     loss, cost, extra, reason = check_result(result, positive_loss)
     if reason is None:
-        return Outcome("ok", loss, cost, extra, None, seconds)
+        return Outcome(TrialState.OK, loss, cost, extra, None, seconds)
     # A failed trial keeps a finite positive measured cost: the cost model (in log space) can still learn from it.
     usable = cost if cost is not None and math.isfinite(cost) and cost > 0 else None
-    return Outcome("failed", None, usable, extra, reason, seconds)
+    return Outcome(TrialState.FAILED, None, usable, extra, reason, seconds)
 
 
 def _worker_main(conn) -> None:
@@ -122,7 +142,7 @@ def _worker_main(conn) -> None:
         objective, config = message
         try:
             result = objective(config)
-            reply = ("ok", _plain(result))
+            reply = ("ok", _portable(result))
         except Exception as exc:  # noqa: BLE001 - every failure of the user's code is an outcome
             reply = ("error", _describe_exception(exc))
         conn.send(reply)
@@ -172,8 +192,8 @@ class TrialRunner:
         try:
             result = self.objective(dict(config))
         except Exception as exc:  # noqa: BLE001 - every failure of the user's code is an outcome
-            return Outcome("failed", error=_describe_exception(exc), seconds=time.perf_counter() - start)
-        return _outcome(result, time.perf_counter() - start, self.positive_loss)
+            return Outcome(TrialState.FAILED, error=_describe_exception(exc), seconds=time.perf_counter() - start)
+        return outcome_of(result, time.perf_counter() - start, self.positive_loss)
 
     def _run_in_thread(self, config: dict) -> Outcome:
         box: dict[str, Any] = {}
@@ -190,10 +210,10 @@ class TrialRunner:
         thread.join(self.timeout)
         seconds = time.perf_counter() - start
         if thread.is_alive():
-            return Outcome("failed", error=f"timed out after {self.timeout:g} s (thread left running)", seconds=seconds)
+            return Outcome(TrialState.FAILED, error=f"timed out after {self.timeout:g} s (thread left running)", seconds=seconds)
         if "error" in box:
-            return Outcome("failed", error=box["error"], seconds=seconds)
-        return _outcome(box.get("result"), seconds, self.positive_loss)
+            return Outcome(TrialState.FAILED, error=box["error"], seconds=seconds)
+        return outcome_of(box.get("result"), seconds, self.positive_loss)
 
     def _start_worker(self) -> None:
         context = multiprocessing.get_context("spawn")
@@ -225,17 +245,17 @@ class TrialRunner:
             ready = self._conn.poll(self.timeout)
             if not ready:
                 self._kill_worker()
-                return Outcome("failed", error=f"timed out after {self.timeout:g} s (worker killed)", seconds=time.perf_counter() - start)
+                return Outcome(TrialState.FAILED, error=f"timed out after {self.timeout:g} s (worker killed)", seconds=time.perf_counter() - start)
             kind, payload = self._conn.recv()
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
             self._process.join(5.0)
             code = self._process.exitcode
             self._kill_worker()
-            return Outcome("failed", error=f"worker process died (exit code {code})", seconds=time.perf_counter() - start)
+            return Outcome(TrialState.FAILED, error=f"worker process died (exit code {code})", seconds=time.perf_counter() - start)
         seconds = time.perf_counter() - start
         if kind == "error":
-            return Outcome("failed", error=payload, seconds=seconds)
-        return _outcome(payload, seconds, self.positive_loss)
+            return Outcome(TrialState.FAILED, error=payload, seconds=seconds)
+        return outcome_of(payload, seconds, self.positive_loss)
 
     def close(self) -> None:
         """Stop the worker process, if any."""

@@ -45,10 +45,10 @@ TOLERANCE = 0.08
 TESTS_DIR = Path(__file__).resolve().parent
 
 
-def assert_valid_configs(space: kd.Space, trials: list[dict]) -> None:
+def assert_valid_configs(space: kd.Space, trials: list[kd.Trial]) -> None:
     """Every trial's config is exactly what the space allows: conditions, rounding, bounds, linear constraints."""
     for trial in trials:
-        config, where = trial["config"], f"trial {trial['trial']} ({trial['phase']}): {trial['config']}"
+        config, where = trial.config, f"trial {trial.id} ({trial.phase}): {trial.config}"
         X = space.to_search([config])  # raises on inactive-but-given, active-but-missing, out of bounds, bad choice/int
         assert bool(space.feasible(X)[0]), f"{where} violates {space.violated_constraints(X[0])}"
         assert space.to_configs(X)[0] == config, f"{where} is not its own rounding"
@@ -65,13 +65,13 @@ def assert_valid_configs(space: kd.Space, trials: list[dict]) -> None:
         assert ("z" in config) == (config["model"] == "large"), f"{where}: z must be given exactly for the large model"
 
 
-def gap_of_best(task: kd.SyntheticTask, configs: list[dict]) -> float:
+def gap_of_best(task: kd.SyntheticTask, configs: list[kd.Trial]) -> float:
     """Best noise-free loss within the task's budget among ``configs``, minus the known best feasible loss."""
     losses = [task.loss(c) for c in configs if task.cost(c) <= task.max_cost]
     return min(losses, default=math.inf) - task.best_feasible()[1]
 
 
-def sobol_configs(space: kd.Space, n: int, seed: int) -> list[dict]:
+def sobol_configs(space: kd.Space, n: int, seed: int) -> list[kd.Trial]:
     return space.to_configs(sample(space, n, seed=seed))
 
 
@@ -100,41 +100,41 @@ def test_finds_known_best_feasible_loss_where_random_search_does_not(main_run):
     task, result, _ = main_run
     n = len(result.trials)
     assert n == MAIN_INIT + MAIN_ITER
-    gap = result.best["loss"] - task.best_feasible()[1]
+    gap = result.best.loss - task.best_feasible()[1]
     sobol_gaps = [gap_of_best(task, sobol_configs(task.space(), n, seed)) for seed in range(20)]
     assert sum(g <= TOLERANCE for g in sobol_gaps) <= 5, f"random search is too good a baseline: {sorted(sobol_gaps)}"
     median = statistics.median(sobol_gaps)
     assert gap <= TOLERANCE, f"tick-tock's best is {gap:.4f} above the best feasible loss (Sobol median {median:.3f})"
     # The model-based iterations did the work: the initial design alone is far off.
-    assert gap_of_best(task, [t["config"] for t in result.trials[:MAIN_INIT]]) > TOLERANCE
+    assert gap_of_best(task, [t.config for t in result.trials[:MAIN_INIT]]) > TOLERANCE
 
 
 def test_every_proposal_is_a_valid_config(main_run):
     task, result, _ = main_run
     assert_valid_configs(task.space(), result.trials)
-    assert any(t["config"]["model"] == "large" for t in result.trials)
-    assert any(t["config"]["model"] == "small" for t in result.trials)
+    assert any(t.config["model"] == "large" for t in result.trials)
+    assert any(t.config["model"] == "small" for t in result.trials)
 
 
 def test_best_is_the_lowest_loss_within_max_cost(main_run):
     task, result, _ = main_run
-    feasible = [t for t in result.trials if t["status"] == "ok" and t["cost"] <= task.max_cost]
-    assert result.best is min(feasible, key=lambda t: t["loss"])
-    assert result.best["cost"] <= task.max_cost
-    assert any(t["cost"] > task.max_cost for t in result.trials), "no trial over budget: the filter is not exercised"
+    feasible = [t for t in result.trials if t.state == "ok" and t.cost <= task.max_cost]
+    assert result.best is min(feasible, key=lambda t: t.loss)
+    assert result.best.cost <= task.max_cost
+    assert any(t.cost > task.max_cost for t in result.trials), "no trial over budget: the filter is not exercised"
     # A budget just below the best trial's cost picks another trial, one within that budget.
-    tighter = kd.TickTockResult(result.trials, max_cost=0.999 * result.best["cost"]).best
-    assert tighter is not result.best and tighter["cost"] < result.best["cost"]
-    assert tighter["loss"] >= result.best["loss"]
+    tighter = kd.TickTockResult(result.trials, max_cost=0.999 * result.best.cost).best
+    assert tighter is not result.best and tighter.cost < result.best.cost
+    assert tighter.loss >= result.best.loss
     best_so_far = result.best_so_far()
-    assert best_so_far[-1] == result.best["loss"]
+    assert best_so_far[-1] == result.best.loss
     assert all(a is None or b <= a for a, b in zip(best_so_far, best_so_far[1:]))
 
 
 def test_best_on_hand_made_trials():
     """Over-budget and failed trials never count; cost exactly max_cost does."""
     def trial(i, status, loss, cost):
-        return {"trial": i, "phase": "init", "config": {}, "status": status, "loss": loss, "cost": cost, "error": None}
+        return kd.Trial(id=i, config={}, phase=kd.Phase.INIT, state=kd.TrialState(status), loss=loss, cost=cost)
 
     trials = [trial(0, "ok", 0.5, 1.0), trial(1, "ok", 0.1, 2.5), trial(2, "failed", None, 0.5),
               trial(3, "ok", 0.3, 2.0), trial(4, "ok", 0.4, 0.5)]
@@ -149,19 +149,19 @@ def test_phases_follow_phase_of(main_run):
     A tick whose best expected cost reduction is below ``min_tick_gain`` runs as a tock and says so.
     """
     _, result, _ = main_run
-    assert [t["trial"] for t in result.trials] == list(range(MAIN_INIT + MAIN_ITER))
+    assert [t.id for t in result.trials] == list(range(MAIN_INIT + MAIN_ITER))
     for t in result.trials[:MAIN_INIT]:
-        assert (t["phase"], t["iteration"], t["prediction"]) == ("init", 0, None)
+        assert (t.phase, t.iteration, t.prediction) == ("init", 0, None)
     ticks = 0
     for k, t in enumerate(result.trials[MAIN_INIT:], start=1):
-        assert t["iteration"] == k
+        assert t.iteration == k
         planned = phase_of(k, 0.5)
         assert planned == ("tick" if k % 2 == 0 else "tock")
-        if t["phase"] != planned:
-            assert (planned, t["phase"]) == ("tick", "tock") and "min_tick_gain" in t["proposal"], t
-        ticks += t["phase"] == "tick"
-        assert t["prediction"] is not None and t["prediction"]["cost"] > 0
-        assert t["timings"]["fit"] >= 0 and t["timings"]["acquisition"] >= 0
+        if t.phase != planned:
+            assert (planned, t.phase) == ("tick", "tock") and "min_tick_gain" in t.proposal, t
+        ticks += t.phase == "tick"
+        assert t.prediction is not None and t.prediction["cost"] > 0
+        assert t.timings["fit"] >= 0 and t.timings["acquisition"] >= 0
     assert ticks >= 2, "no tick ran: the alternation is not exercised"
 
 
@@ -177,10 +177,10 @@ def test_journal_holds_every_trial(main_run):
     _, result, out = main_run
     header, records = read_journal(out / "journal.jsonl")
     assert header["seed"] == MAIN_SEED and header["parameters"] == list(kd.SyntheticTask().space().names)
-    assert [r["trial"] for r in records] == list(range(len(result.trials)))
+    assert [r.id for r in records] == list(range(len(result.trials)))
     for record, trial in zip(records, result.trials):
-        assert (record["config"], record["loss"], record["cost"], record["phase"]) == (
-            trial["config"], trial["loss"], trial["cost"], trial["phase"])
+        assert (record.config, record.loss, record.cost, record.phase) == (
+            trial.config, trial.loss, trial.cost, trial.phase)
     assert result.journal == str(out / "journal.jsonl")
 
 
@@ -256,23 +256,23 @@ def failure_run(tmp_path_factory):
 def test_failures_are_recorded_with_their_reason(failure_run):
     _, result, journal = failure_run
     given = result.trials[: len(FAILING_CONFIGS)]
-    assert [t["config"] for t in given] == FAILING_CONFIGS
-    assert all(t["status"] == "failed" and t["loss"] is None for t in given)
-    raised, nan, inf, hung = (t["error"] for t in given)
+    assert [t.config for t in given] == FAILING_CONFIGS
+    assert all(t.state == "failed" and t.loss is None for t in given)
+    raised, nan, inf, hung = (t.error for t in given)
     assert raised.startswith("RuntimeError: synthetic failure: shift=0.900") and "synthetic.py" in raised
     assert "loss=nan" in nan
     assert "loss=inf" in inf
     assert hung.startswith(f"timed out after {TIMEOUT:g} s")
-    assert given[1]["cost"] is not None and given[1]["cost"] > 0, "a NaN loss keeps its measured cost"
-    ok_losses = [t["loss"] for t in result.trials if t["status"] == "ok"]
+    assert given[1].cost is not None and given[1].cost > 0, "a NaN loss keeps its measured cost"
+    ok_losses = [t.loss for t in result.trials if t.state == "ok"]
     for t in result.trials:
-        if t["status"] == "failed":
-            assert t["error"] and t["imputed_loss"] > max(ok_losses)
+        if t.state == "failed":
+            assert t.error and t.imputed_loss > max(ok_losses)
         else:
-            assert t["error"] is None and "imputed_loss" not in t
+            assert t.error is None and t.imputed_loss is None
     # Kept in the journal, exactly as in the result.
     _, records = read_journal(journal)
-    assert [(r["status"], r["error"]) for r in records] == [(t["status"], t["error"]) for t in result.trials]
+    assert [(r.state, r.error) for r in records] == [(t.state, t.error) for t in result.trials]
 
 
 @pytest.mark.parametrize("result, cost", [
@@ -285,7 +285,7 @@ def test_failures_are_recorded_with_their_reason(failure_run):
 def test_a_failed_trial_keeps_its_cost_only_when_the_cost_model_can_use_it(result, cost):
     """The cost model works in log space: a failed trial's cost is kept only if finite and positive."""
     outcome = TrialRunner(lambda config: result)({})
-    assert outcome.status == "failed" and outcome.loss is None and outcome.cost == cost
+    assert outcome.state is kd.TrialState.FAILED and outcome.loss is None and outcome.cost == cost
 
 
 def test_loop_survives_failures_and_steers_away(failure_run):
@@ -300,14 +300,14 @@ def test_loop_survives_failures_and_steers_away(failure_run):
     assert len(result.trials) == len(FAILING_CONFIGS) + FAIL_INIT + FAIL_ITER
     assert_valid_configs(space, result.trials)
     model_based = result.trials[len(FAILING_CONFIGS) + FAIL_INIT:]
-    assert all(t["proposal"].startswith("acquisition") for t in model_based), [t["proposal"] for t in model_based]
-    assert all(t["status"] == ("failed" if task.failing(t["config"]) else "ok") for t in result.trials)
+    assert all(t.proposal.startswith("acquisition") for t in model_based), [t.proposal for t in model_based]
+    assert all(t.state == ("failed" if task.failing(t.config) else "ok") for t in result.trials)
     sobol_rate = statistics.fmean(task.failing(c) for c in sobol_configs(space, 1024, seed=0))
     assert 0.45 < sobol_rate < 0.55
-    n_failed = sum(task.failing(t["config"]) for t in model_based)
+    n_failed = sum(task.failing(t.config) for t in model_based)
     assert n_failed <= sobol_rate * len(model_based) / 2, f"{n_failed} of {len(model_based)} proposals failed"
     assert result.best is not None and result.best in model_based
-    assert result.best["loss"] - task.task.best_feasible()[1] < 0.1
+    assert result.best.loss - task.task.best_feasible()[1] < 0.1
 
 
 # --------------------------------------------------------------------------- journal resume
@@ -350,38 +350,42 @@ print("the objective did not crash the process")
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-def test_resume_after_crash_loses_nothing_and_reruns_nothing(tmp_path):
+def test_resume_after_crash_loses_nothing_and_reruns_the_lost_trial_once(tmp_path):
     journal, calls, script = tmp_path / "run.jsonl", tmp_path / "calls.jsonl", tmp_path / "child.py"
     script.write_text(textwrap.dedent(CHILD.format(tests=str(TESTS_DIR), calls=str(calls), journal=str(journal))))
     child = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
     _, before = read_journal(journal)
-    assert [r["trial"] for r in before] == list(range(CRASH_AT - 1))
-    assert [r["phase"] for r in before] == ["init"] * 3 + ["tock"]
+    # The crashed trial was asked (journaled) and never told: it is running in the journal.
+    assert [(r.id, r.state) for r in before] == [(i, kd.TrialState.OK) for i in range(CRASH_AT - 1)] + [
+        (CRASH_AT - 1, kd.TrialState.RUNNING)]
+    assert [r.phase for r in before] == [kd.Phase.INIT] * 3 + [kd.Phase.TOCK, kd.Phase.TICK]
     # A crash during a write would leave a torn last line: resuming must drop it.
     with open(journal, "ab") as f:
-        f.write(b'{"kind":"trial","trial":4,"conf')
+        f.write(b'{"kind":"tell","trial":4,"sta')
 
     task = kd.SyntheticTask()
     result = kd.tick_tock(CountingTask(str(calls)), task.space(), task.max_cost, journal=str(journal), **RESUME)
 
     total = RESUME["n_init"] + RESUME["n_iter"]
-    assert [t["trial"] for t in result.trials] == list(range(total))
-    for old, new in zip(before, result.trials):  # nothing lost, nothing changed
-        assert {k: v for k, v in old.items() if k != "kind"} == new
+    lost, retry = result.trials[CRASH_AT - 1], result.trials[CRASH_AT]
+    assert [t.id for t in result.trials] == list(range(total + 1)), "one more trial: the lost one"
+    assert (lost.state, lost.error) == (kd.TrialState.LOST, "lost: the study stopped while it ran")
+    assert (retry.retry_of, retry.config, retry.phase, retry.state) == (lost.id, lost.config, lost.phase, kd.TrialState.OK)
+    assert sum(t.state is not kd.TrialState.LOST for t in result.trials) == total
+    for old, new in zip(before[: CRASH_AT - 1], result.trials):  # nothing finished lost, nothing changed
+        assert old == new
     _, after = read_journal(journal)
-    assert [r["trial"] for r in after] == list(range(total))
-    assert [{k: v for k, v in r.items() if k != "kind"} for r in after] == result.trials
+    assert after == result.trials
     called = [json.loads(line) for line in calls.read_text().splitlines()]
-    # Calls: the 4 journaled trials once each, the crashed call, then the trials after the crash.
+    # Calls: the 4 finished trials once each, the crashed call, its retry, then the trials after it.
     assert len(called) == total + 1
-    assert called[: CRASH_AT - 1] == [t["config"] for t in result.trials[: CRASH_AT - 1]]
-    assert called[CRASH_AT:] == [t["config"] for t in result.trials[CRASH_AT - 1:]]
-    counts = Counter(json.dumps(c, sort_keys=True) for c in called)
-    assert all(counts[json.dumps(t["config"], sort_keys=True)] == 1 for t in result.trials[: CRASH_AT - 1])
-    last = result.trials[-1]
-    assert (last["phase"], last["iteration"]) == ("tick", 2) and last["proposal"].startswith("acquisition"), last
+    assert called[: CRASH_AT - 1] == [t.config for t in result.trials[: CRASH_AT - 1]]
+    assert called[CRASH_AT - 1] == called[CRASH_AT] == lost.config
+    assert called[CRASH_AT:] == [t.config for t in result.trials[CRASH_AT:]]
     assert_valid_configs(task.space(), result.trials)
+    # The lost trial teaches the models nothing: it has no loss, no cost and no imputed loss.
+    assert (lost.loss, lost.cost, lost.imputed_loss) == (None, None, None)
 
     # Resuming a finished run runs nothing.
     again = kd.tick_tock(CountingTask(str(calls)), task.space(), task.max_cost, journal=str(journal), **RESUME)
@@ -396,7 +400,7 @@ def test_journal_of_another_run_is_refused(tmp_path):
     def never_called(config):
         raise AssertionError("a refused journal must not run any trial")
 
-    with pytest.raises(kd.JournalError, match=r"seed=0.*this run has seed=1"):
+    with pytest.raises(kd.JournalError, match=r"seed=0.*this study has seed=1"):
         kd.tick_tock(never_called, space, task.max_cost, n_init=2, n_iter=0, seed=1, journal=journal, progress=False)
     with pytest.raises(kd.JournalError, match="max_cost"):
         kd.tick_tock(never_called, space, 3.0, n_init=2, n_iter=0, seed=0, journal=journal, progress=False)
@@ -410,7 +414,7 @@ def test_journal_of_another_run_is_refused(tmp_path):
         kd.tick_tock(never_called, narrow, task.max_cost, n_init=2, n_iter=0, seed=0, journal=journal, progress=False)
     with open(journal, "a") as f:
         f.write("this is not json\n")
-    with pytest.raises(kd.JournalError, match=r"run.jsonl:4: damaged journal line"):
+    with pytest.raises(kd.JournalError, match=r"run.jsonl:6: damaged journal line"):
         kd.tick_tock(never_called, space, task.max_cost, n_init=2, n_iter=0, seed=0, journal=journal, progress=False)
 
 
@@ -432,7 +436,7 @@ def _never_called(config):
         ({"max_cost": "6"}, ValueError, r"max_cost must be a positive number"),
         ({"space": {"effort": (0, 1)}}, TypeError, r"space must be a kerneldsl.Space, got dict"),
         ({"tick_ratio": 1.5}, ValueError, r"tick_ratio must lie in \[0, 1\]"),
-        ({"num_restarts": 0}, ValueError, r"num_restarts must be positive"),
+        ({"num_restarts": 0}, ValueError, r"num_restarts must be a positive integer"),
         ({"min_tick_gain": -0.1}, ValueError, r"min_tick_gain must be a non-negative number"),
         ({"timeout": -1.0}, ValueError, r"timeout must be a positive number"),
         ({"objective": "not callable"}, TypeError, r"objective must be callable"),
