@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     elapsed = time.perf_counter() - start
     best = result.best
     if best is not None:
-        print(f"best validation accuracy within budget: {best['outputs'].get('accuracy', float('nan')):.4f}")
-    spent = sum(t["cost"] or 0.0 for t in result.trials)
+        print(f"best validation accuracy within budget: {best.outputs.get('accuracy', float('nan')):.4f}")
+    spent = sum(t.cost or 0.0 for t in result.trials)
     print(f"wall time {elapsed:.0f} s (training {spent:.0f} s); plot: {plot}; journal: {journal}")
 
 

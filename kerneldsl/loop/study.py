@@ -386,19 +386,18 @@ class Study:
         running by an earlier process that stopped (found in the journal) are marked
         lost and their configs run again first, as new trials. Returns ``result()``.
         """
-        if n_trials is None:
-            if self.n_trials is None:
-                raise StudyError("Study.optimize: pass n_trials (this study has no fixed n_trials)")
-            target = self.n_trials
-        else:
-            target = self.n_counted + _count("Study.optimize", "n_trials", n_trials)
-            if self.n_trials is not None and target > self.n_trials:
-                raise StudyError(f"Study.optimize(n_trials={n_trials}): the study has n_trials={self.n_trials} and "
-                                 f"{self.n_counted} are asked; at most {self.n_trials - self.n_counted} more can run")
+        if n_trials is None and self.n_trials is None:
+            raise StudyError("Study.optimize: pass n_trials (this study has no fixed n_trials)")
+        more = None if n_trials is None else _count("Study.optimize", "n_trials", n_trials)
+        if more is not None and self.n_trials is not None and self.n_counted - len(self.running) + more > self.n_trials:
+            raise StudyError(f"Study.optimize(n_trials={n_trials}): the study has n_trials={self.n_trials} and "
+                             f"{self.n_counted - len(self.running)} are finished; at most "
+                             f"{self.n_trials - self.n_counted + len(self.running)} more can run")
         runner = TrialRunner(objective, timeout=timeout, isolation=isolation, positive_loss=self.log_loss)
         retry = self._mark_lost()
         if retry and progress:
             print(f"{len(retry)} trial(s) were running when the study stopped: run again as new trials")
+        target = self.n_trials if more is None else self.n_counted + more
         from tqdm.auto import tqdm
 
         bar = tqdm(total=target, initial=self.n_counted, desc="study", unit="trial", disable=not progress,

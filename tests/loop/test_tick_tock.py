@@ -65,13 +65,13 @@ def assert_valid_configs(space: kd.Space, trials: list[kd.Trial]) -> None:
         assert ("z" in config) == (config["model"] == "large"), f"{where}: z must be given exactly for the large model"
 
 
-def gap_of_best(task: kd.SyntheticTask, configs: list[kd.Trial]) -> float:
+def gap_of_best(task: kd.SyntheticTask, configs: list[dict]) -> float:
     """Best noise-free loss within the task's budget among ``configs``, minus the known best feasible loss."""
     losses = [task.loss(c) for c in configs if task.cost(c) <= task.max_cost]
     return min(losses, default=math.inf) - task.best_feasible()[1]
 
 
-def sobol_configs(space: kd.Space, n: int, seed: int) -> list[kd.Trial]:
+def sobol_configs(space: kd.Space, n: int, seed: int) -> list[dict]:
     return space.to_configs(sample(space, n, seed=seed))
 
 
