@@ -132,6 +132,7 @@ class Study:
         self.trials: list[Trial] = []
         self._X: list[Tensor] = []  # search point of each trial
         self.journal: Journal | None = None
+        self._resumed = 0  # trials read from the journal, announced by the first optimize
         if journal is not None:
             header = {"parameters": list(space.names), "n_trials": self.n_trials,
                       "max_cost": self.max_cost if math.isfinite(self.max_cost) else "inf", "seed": self.seed,
@@ -142,6 +143,7 @@ class Study:
             try:
                 for trial in self.journal.trials:
                     self._add(trial)
+                self._resumed = len(self.trials)
             except JournalError:
                 self.journal.close()
                 raise
@@ -394,6 +396,9 @@ class Study:
                              f"{self.n_counted - len(self.running)} are finished; at most "
                              f"{self.n_trials - self.n_counted + len(self.running)} more can run")
         runner = TrialRunner(objective, timeout=timeout, isolation=isolation, positive_loss=self.log_loss)
+        if self._resumed and progress:
+            print(f"resuming {self._resumed} trials from {self.journal.path}")
+        self._resumed = 0
         retry = self._mark_lost()
         if retry and progress:
             print(f"{len(retry)} trial(s) were running when the study stopped: run again as new trials")
