@@ -32,6 +32,8 @@ from .trial import Phase
 __all__ = ["TrainingData", "ModelData", "Proposal", "Proposer", "seed_for"]
 
 DUPLICATE_TOL = 1e-9
+NEAR_OBSERVED = 0.01
+"""How far (as a fraction of the way to a Sobol point) a starting point next to an observed point lies."""
 
 
 def seed_for(seed: int, trial: int) -> int:
@@ -173,11 +175,19 @@ class Proposer:
                 "random: every optimised candidate was already asked or infeasible after rounding", None)
 
     def _starting_points(self, acquisition, X_ok: Tensor, index: int) -> Tensor:
-        """Restarts for the gradient ascent: Sobol points of the space (valid, constraints honoured) and the
-        observed points, ``num_restarts`` of them drawn by acquisition value with botorch's Boltzmann heuristic."""
+        """Restarts for the gradient ascent: Sobol points of the space (valid, constraints honoured) and points
+        next to the observed ones, ``num_restarts`` of them drawn by acquisition value with botorch's Boltzmann
+        heuristic.
+
+        A start is never an observed point itself: the acquisitions sample the joint posterior of the
+        observed points and the candidate, which is singular when the candidate repeats one of them (gpytorch
+        then adds jitter and warns). Each observed point moves 1% of the way towards a Sobol point instead,
+        which keeps it inside the bounds and the linear constraints (a convex combination of feasible points).
+        """
         raw = sample(self.space, self.raw_samples, seed=seed_for(self.seed, index) + 1, dtype=self.dtype,
                      device=self.device)
-        raw = torch.cat([raw, X_ok]).unsqueeze(-2)  # b x 1 x d
+        towards = raw[torch.arange(len(X_ok), device=raw.device) % len(raw)]
+        raw = torch.cat([raw, X_ok + NEAR_OBSERVED * (towards - X_ok)]).unsqueeze(-2)  # b x 1 x d
         with torch.no_grad():
             values = torch.cat([acquisition(chunk) for chunk in raw.split(512)])
         starts, _ = initialize_q_batch(raw, values, n=min(self.num_restarts, len(raw)))

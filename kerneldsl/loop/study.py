@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -405,6 +407,7 @@ class Study:
         target = self.n_trials if more is None else self.n_counted + more
         from tqdm.auto import tqdm
 
+        model_warnings: Counter[str] = Counter()  # raised while proposing: summarised once, not printed mid-bar
         bar = tqdm(total=target, initial=self.n_counted, desc="study", unit="trial", disable=not progress,
                    dynamic_ncols=True)
         try:
@@ -414,7 +417,10 @@ class Study:
                 phase = (Phase.INIT if position < self.n_initial
                          else phase_of(position - self.n_initial + 1, self.tick_ratio))
                 bar.set_description(f"study ({phase.value})")
-                trial = self._ask(1, retry=retry)[0]
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    trial = self._ask(1, retry=retry)[0]
+                model_warnings.update(f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught)
                 retry = retry[1:]
                 self._finish(trial, runner(trial.config))
                 bar.update(1)
@@ -422,6 +428,7 @@ class Study:
         finally:
             bar.close()
             runner.close()
+            _summarise(model_warnings, progress)
         return self.result()
 
     def _postfix(self, bar) -> None:
@@ -444,6 +451,16 @@ class Study:
     def __repr__(self) -> str:
         states = {s.value: n for s in TrialState if (n := sum(t.state is s for t in self.trials))}
         return f"Study({len(self.trials)} trials {states}, max_cost={self.max_cost:g}, journal={self.journal and str(self.journal.path)!r})"
+
+
+def _summarise(model_warnings: Counter[str], progress: bool) -> None:
+    """Warnings of model fitting and acquisition, once each with their count (printed, or warned without a bar)."""
+    for text, count in model_warnings.most_common():
+        line = f"while proposing, {count} x {text}"
+        if progress:
+            print(line)
+        else:
+            warnings.warn(line, RuntimeWarning, stacklevel=3)
 
 
 def _settings(header: dict) -> dict[str, Any]:

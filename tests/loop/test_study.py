@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -244,3 +245,17 @@ def test_damaged_journals_name_the_file_and_line(tmp_path, line, match):
         read_journal(tmp_path / "study.jsonl")
     with pytest.raises(kd.JournalError, match=match):
         new_study(tmp_path)
+
+
+def test_proposals_do_not_make_gpytorch_add_jitter():
+    """Starting the acquisition optimisation at an observed point made the joint posterior of (observed points,
+    candidate) singular, and gpytorch warned 'A not p.d., added jitter' at about every proposal."""
+    from linear_operator.utils.warnings import NumericalWarning
+
+    study = new_study(n_init=6)
+    tell_all(study, study.ask(6))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(4):
+            tell_all(study, [study.ask()])
+    assert not [w for w in caught if issubclass(w.category, NumericalWarning)], [str(w.message) for w in caught]
