@@ -7,7 +7,8 @@ from .compiler.ir import KernelIR
 from .compiler.lower import compile_ir
 from .compiler.options import KernelOptions
 from .evaluation import CrossValidationError, Sweep, SweepError, cross_validate, kernel_model, load_sweep, loo_cv
-from .loop import JournalError, Phase, Study, StudyError, SyntheticTask, TickTockResult, Trial, TrialState, tick_tock
+from .loop import (Budget, CostStopping, JournalError, Phase, Report, Study, StudyError, SyntheticTask, TickTockResult,
+                   Trial, TrialState, tick_tock)
 from .model import KernelGP
 from .space import (Add, Chain, Choice, ConfigError, FeatureTransform, Int, LinearConstraint, Log, Mean, Multiply,
                     OneHot, PassThrough, RelativeToMean, SamplingError, Scalar, Space, SpaceError, Subtract,
@@ -21,4 +22,4 @@ __all__ = ["compile", "build", "compile_ir", "KernelIR", "KernelOptions",
            "Chain", "FeatureTransform", "Log", "Add", "Subtract", "Multiply", "Mean", "RelativeToMean",
            "OneHot", "PassThrough",
            "Study", "StudyError", "Trial", "TrialState", "Phase", "tick_tock", "TickTockResult", "SyntheticTask",
-           "JournalError"]
+           "JournalError", "CostStopping", "Budget", "Report"]

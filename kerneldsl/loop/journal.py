@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from .trial import Trial, TrialState
+from .trial import Report, Trial, TrialState
 
 __all__ = ["Journal", "JournalError", "read_journal"]
 
@@ -97,12 +97,19 @@ def _replay(path: Path, records: list[tuple[int, dict]]) -> tuple[dict | None, l
     for number, record in records[1:]:
         where = f"{path}:{number}"
         kind = record.get("kind")
-        expected = ("trial",) if version == 1 else ("ask", "tell")
+        expected = ("trial",) if version == 1 else ("ask", "tell", "report")
         if kind not in expected or not isinstance(record.get("trial"), int) or isinstance(record.get("trial"), bool):
             raise JournalError(f"{where}: expected a {' or '.join(expected)} record with an integer 'trial', "
                                f"got keys {sorted(record)}")
         _check_fields(record, where)
         trial_id = record["trial"]
+        if kind == "report":
+            if trial_id not in trials:
+                raise JournalError(f"{where}: report for trial {trial_id}, which was never asked")
+            if not isinstance(record.get("progress"), numbers.Real) or record.get("cost") is None:
+                raise JournalError(f"{where}: a report needs a number 'cost' and 'progress', got {record}")
+            trials[trial_id].reports.append(Report.from_record(record))
+            continue
         if kind == "tell":
             if trial_id not in trials:
                 raise JournalError(f"{where}: tell for trial {trial_id}, which was never asked")
@@ -123,7 +130,7 @@ def _check_fields(record: dict, where: str) -> None:
     """Types of the fields a trial record may hold, checked before they are used."""
     if "config" in record and not isinstance(record["config"], dict):
         raise JournalError(f"{where}: 'config' must be an object, got {record['config']!r}")
-    for key in ("loss", "cost"):
+    for key in ("loss", "cost", "estimated_cost", "budget"):
         value = record.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
             raise JournalError(f"{where}: {key!r} must be a number or null, got {value!r}")
@@ -173,6 +180,7 @@ class Journal:
         lines = [header]
         for trial in self.trials:
             lines.append(_jsonable(trial.ask_record(), "trial"))
+            lines.extend(_jsonable(report.record(trial.id), "report") for report in trial.reports)
             if trial.state.finished:
                 lines.append(_jsonable(trial.tell_record(), "trial"))
         temporary = self.path.with_name(self.path.name + ".converting")

@@ -32,7 +32,10 @@ def plot_trials(trials: list[Trial], max_cost: float, path: str | None = None, t
     crosses on a band above the worst loss (at their measured cost when known, else
     at the left edge); the max_cost line with the over-budget side shaded; the
     cost-loss front of finished trials; the best feasible trial starred.
-    Right: each trial's loss by trial number and the best feasible loss so far.
+    Middle: each trial's loss by trial number and the best feasible loss so far.
+    Right: each trial's cost by trial number with the budget it was asked under (a step
+    line: budgets can move); stopped trials at the cost they spent, with a bar up to the
+    final cost estimated when they were stopped.
     """
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
@@ -40,8 +43,8 @@ def plot_trials(trials: list[Trial], max_cost: float, path: str | None = None, t
     from matplotlib.figure import Figure
     from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-    fig = Figure(figsize=(13, 5.2), layout="constrained")
-    ax, ax_time = fig.subplots(1, 2, width_ratios=[1.35, 1])
+    fig = Figure(figsize=(18, 5.2), layout="constrained")
+    ax, ax_time, ax_cost = fig.subplots(1, 3, width_ratios=[1.35, 1, 1])
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax_time.set_yscale("log")
@@ -100,8 +103,37 @@ def plot_trials(trials: list[Trial], max_cost: float, path: str | None = None, t
     ax_time.set_ylabel("loss")
     ax_time.set_title("loss by trial; best within max_cost so far")
     ax_time.legend(fontsize=8, loc="upper right")
+    _draw_costs(ax_cost, trials, max_cost, cmap, norm)
     if title:
         fig.suptitle(title)
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
+
+
+def _draw_costs(ax, trials: list[Trial], max_cost: float, cmap, norm) -> None:
+    """Cost by trial number, the budget over time, stopped trials with their estimated final cost."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    finished = [t for t in trials if t.state in (TrialState.OK, TrialState.FAILED) and t.cost is not None]
+    if finished:
+        ax.scatter([t.id for t in finished], [t.cost for t in finished], c=[t.id for t in finished], cmap=cmap,
+                   norm=norm, s=26, edgecolors="k", linewidths=0.3, zorder=3, label="finished trials")
+    stopped = [t for t in trials if t.state is TrialState.STOPPED and t.cost is not None]
+    if stopped:
+        ax.scatter([t.id for t in stopped], [t.cost for t in stopped], marker="s", c="tab:purple", s=30, zorder=3,
+                   label=f"stopped ({len(stopped)}): cost spent")
+        estimated = [t for t in stopped if t.estimated_cost is not None]
+        ax.vlines([t.id for t in estimated], [t.cost for t in estimated], [t.estimated_cost for t in estimated],
+                  colors="tab:purple", linestyles=":", lw=1.2, label="... and estimated final cost")
+    budgets = [t.budget if t.budget is not None else max_cost for t in trials]
+    if trials and all(math.isfinite(b) for b in budgets):
+        ax.step(range(len(trials)), budgets, where="mid", color="tab:red", ls="--", lw=1.2, label="budget when asked")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("trial number")
+    ax.set_ylabel("cost")
+    ax.set_title("cost by trial and the budget over time")
+    ax.legend(fontsize=8, loc="upper right")

@@ -142,8 +142,10 @@ class Proposer:
             x, how, value = self.random_point(index, seen), f"random: acquisition failed ({type(exc).__name__}: {exc})", None
         seconds = time.perf_counter() - start
         with torch.no_grad():
-            mean = model.posterior(x[None]).mean[0]
+            posterior = model.posterior(x[None])
+            mean, variance = posterior.mean[0], posterior.variance[0]
         prediction = {"loss": self.loss_from_model(float(mean[0])), "cost": math.exp(float(mean[1])),
+                      "log_cost": float(mean[1]), "log_cost_sd": math.sqrt(max(float(variance[1]), 0.0)),
                       "log_acquisition": value}
         if pending is not None:
             prediction["pending"] = int(pending.shape[0])

@@ -43,7 +43,8 @@ def trials_dataframe(trials: list[Trial], max_cost: float):
                "datetime_complete": pd.to_datetime(t.finished, unit="s") if t.finished is not None else pd.NaT,
                "objective_seconds": t.timings.get("objective"), "fit_seconds": t.timings.get("fit"),
                "acquisition_seconds": t.timings.get("acquisition"), "proposal": t.proposal, "error": t.error,
-               "imputed_loss": t.imputed_loss, "retry_of": t.retry_of,
+               "imputed_loss": t.imputed_loss, "retry_of": t.retry_of, "budget": t.budget,
+               "reports": len(t.reports), "stop_requested": t.stop_requested, "estimated_cost": t.estimated_cost,
                "predicted_loss": (t.prediction or {}).get("loss"), "predicted_cost": (t.prediction or {}).get("cost")}
         row.update({f"params_{k}": v for k, v in t.config.items()})
         row.update({f"outputs_{k}": v for k, v in t.outputs.items()})
@@ -67,6 +68,17 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def _budget_runs(trials: list[Trial]) -> list[tuple[float | None, int, int]]:
+    """(budget, first trial, last trial) of each run of trials asked under the same budget."""
+    runs: list[tuple[float | None, int, int]] = []
+    for t in trials:
+        if runs and runs[-1][0] == t.budget:
+            runs[-1] = (t.budget, runs[-1][1], t.id)
+        else:
+            runs.append((t.budget, t.id, t.id))
+    return runs
 
 
 @dataclass
@@ -104,11 +116,23 @@ class TickTockResult:
             over = sum(1 for t in group if t.cost is not None and t.cost > max_cost)
             rows.append([
                 phase, str(len(group)), str(sum(t.state is TrialState.FAILED for t in group)),
+                str(sum(t.state is TrialState.STOPPED for t in group)),
                 f"{100.0 * over / len(group):.0f}%", _fmt(best.loss if best else None),
                 _fmt(statistics.median(costs) if costs else None), _fmt(sum(costs), 5),
             ])
         text = [f"{len(trials)} trials, max_cost = {max_cost:g}",
-                _table(["phase", "trials", "failed", "over budget", "best feasible loss", "median cost", "total cost"], rows)]
+                _table(["phase", "trials", "failed", "stopped", "over budget", "best feasible loss", "median cost",
+                       "total cost"], rows)]
+        budgets = _budget_runs(trials)
+        if len(budgets) > 1:
+            text.append("budget moved: " + ", ".join(f"{_fmt(b)} for trials {a}-{z}" for b, a, z in budgets)
+                        + f"; trials are judged against the current max_cost = {max_cost:g}")
+        stopped = [t for t in trials if t.state is TrialState.STOPPED]
+        if stopped:
+            spent = sum(t.cost or 0.0 for t in stopped)
+            saved = sum(max((t.estimated_cost or 0.0) - (t.cost or 0.0), 0.0) for t in stopped)
+            text.append(f"{len(stopped)} trials stopped for cost: spent {_fmt(spent, 5)}, "
+                        f"saved about {_fmt(saved, 5)} against their estimated final costs")
         best = self.best
         if best is None:
             text.append("no trial finished within max_cost")

@@ -24,6 +24,7 @@ Without a timeout, ``"inline"`` (the default) calls the objective directly.
 
 from __future__ import annotations
 
+import inspect
 import math
 import multiprocessing
 import numbers
@@ -37,7 +38,7 @@ from typing import Any
 
 from .trial import TrialState
 
-__all__ = ["Outcome", "TrialRunner", "ISOLATIONS", "as_number", "check_result", "outcome_of"]
+__all__ = ["Outcome", "TrialRunner", "ISOLATIONS", "as_number", "check_result", "outcome_of", "takes_reporter"]
 
 ISOLATIONS = ("inline", "thread", "process")
 
@@ -148,6 +149,21 @@ def _worker_main(conn) -> None:
         conn.send(reply)
 
 
+def takes_reporter(objective: Callable) -> bool:
+    """Whether ``objective`` takes a second positional argument, the reporter (``objective(config, report)``)."""
+    try:
+        parameters = list(inspect.signature(objective).parameters.values())
+    except (TypeError, ValueError):  # builtins and some C callables: assume the plain one-argument form
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in parameters)
+
+
+def _no_stop(cost: float, progress: float, loss: float | None = None) -> bool:
+    """The reporter of a trial run outside a study: reports go nowhere, and it never asks to stop."""
+    return False
+
+
 class TrialRunner:
     """Calls an objective on configs with failure capture and an optional per-trial timeout."""
 
@@ -177,30 +193,37 @@ class TrialRunner:
                     f"(a module-level function or a picklable callable object): {exc}"
                 ) from None
         self.objective = objective
+        self.takes_reporter = takes_reporter(objective)
         self.timeout = timeout
         self.isolation = isolation
         self.positive_loss = positive_loss
         self._process = None
         self._conn = None
 
-    def __call__(self, config: dict) -> Outcome:
+    def __call__(self, config: dict, reporter: Callable[..., bool] | None = None) -> Outcome:
+        """Run the objective on ``config``; an objective of two arguments gets ``reporter`` as its second."""
         if self.isolation == "process":
             return self._run_in_process(config)
         if self.isolation == "thread":
-            return self._run_in_thread(config)
+            return self._run_in_thread(config, reporter)
         start = time.perf_counter()
         try:
-            result = self.objective(dict(config))
+            result = self._call(config, reporter)
         except Exception as exc:  # noqa: BLE001 - every failure of the user's code is an outcome
             return Outcome(TrialState.FAILED, error=_describe_exception(exc), seconds=time.perf_counter() - start)
         return outcome_of(result, time.perf_counter() - start, self.positive_loss)
 
-    def _run_in_thread(self, config: dict) -> Outcome:
+    def _call(self, config: dict, reporter: Callable[..., bool] | None) -> Any:
+        if self.takes_reporter:
+            return self.objective(dict(config), reporter if reporter is not None else _no_stop)
+        return self.objective(dict(config))
+
+    def _run_in_thread(self, config: dict, reporter: Callable[..., bool] | None = None) -> Outcome:
         box: dict[str, Any] = {}
 
         def target() -> None:
             try:
-                box["result"] = self.objective(dict(config))
+                box["result"] = self._call(config, reporter)
             except Exception as exc:  # noqa: BLE001
                 box["error"] = _describe_exception(exc)
 

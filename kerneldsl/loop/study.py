@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 import warnings
 from collections import Counter
@@ -33,19 +34,22 @@ from torch import Tensor
 from ..model import DEFAULT_KERNEL, KernelGP, OutputModel, default_feature_chain
 from ..space.sampling import sample
 from ..space.space import Space
+from .budget import Budget, BudgetLike
 from .journal import Journal, JournalError, read_journal
 from .proposals import ModelData, Proposer, TrainingData
 from .results import TickTockResult, best_feasible
 from .runner import Outcome, TrialRunner, as_number, outcome_of
-from .trial import Phase, Trial, TrialState, phase_of
+from .stopping import CostEstimate, CostStopping
+from .trial import Phase, Report, Trial, TrialState, phase_of
 
 __all__ = ["Study", "StudyError", "FAILED_LOSS_MARGIN", "MIN_FAILED_GAP"]
 
 FAILED_LOSS_MARGIN = 0.5  # imputed log loss = worst + margin * (worst - best), at least MIN_FAILED_GAP above the worst
 MIN_FAILED_GAP = 0.1
 LOST_REASON = "lost: the study stopped while it ran"
-_CHECKED_KEYS = ("parameters", "max_cost", "seed", "n_init", "initial_configs")
-"""Header keys that decide what a journal's trials mean: a study resumes a journal only when they match."""
+_CHECKED_KEYS = ("parameters", "seed", "n_init", "initial_configs")
+"""Header keys that decide what a journal's trials mean: a study resumes a journal only when they match (the
+budget may move: each trial records the one it ran under)."""
 
 
 class StudyError(ValueError):
@@ -71,7 +75,7 @@ class Study:
     def __init__(
         self,
         space: Space,
-        max_cost: float,
+        max_cost: BudgetLike,
         journal: str | os.PathLike | None = None,
         *,
         n_init: int = 10,
@@ -94,11 +98,15 @@ class Study:
         fit_options: Mapping[str, Any] | None = None,
         eta: float = 1e-3,
         min_tick_gain: float = 1e-3,
+        stopping: CostStopping | None = CostStopping(),
     ):
         if not isinstance(space, Space):
             raise TypeError(f"Study: space must be a kerneldsl.Space, got {type(space).__name__}")
-        if isinstance(max_cost, bool) or not isinstance(max_cost, (int, float)) or not max_cost > 0:
-            raise ValueError(f"Study: max_cost must be a positive number (math.inf for no budget), got {max_cost!r}")
+        self.budget = Budget.of(max_cost)
+        self._max_cost = self.budget.first
+        if stopping is not None and not isinstance(stopping, CostStopping):
+            raise TypeError(f"Study: stopping must be a kerneldsl.CostStopping or None, got {type(stopping).__name__}")
+        self.stopping = stopping
         if isinstance(tick_ratio, bool) or not isinstance(tick_ratio, (int, float)) or not 0.0 <= tick_ratio <= 1.0:
             raise ValueError(f"Study: tick_ratio must lie in [0, 1], got {tick_ratio!r}")
         if isinstance(min_tick_gain, bool) or not isinstance(min_tick_gain, (int, float)) or not min_tick_gain >= 0:
@@ -106,7 +114,7 @@ class Study:
                              f"got {min_tick_gain!r}")
         for name, value in (("num_restarts", num_restarts), ("raw_samples", raw_samples), ("mc_samples", mc_samples)):
             _count("Study", name, value, positive=True)
-        self.space, self.max_cost = space, float(max_cost)
+        self.space = space
         self.seed, self.n_init = _count("Study", "seed", seed), _count("Study", "n_init", n_init)
         self.n_trials = None if n_trials is None else _count("Study", "n_trials", n_trials)
         self.tick_ratio, self.log_loss = float(tick_ratio), bool(log_loss)
@@ -128,16 +136,17 @@ class Study:
                                              else kernel_groups, **kernel_options), fit_options=fit_options or {})
             for name, source in (("loss", loss_kernel), ("cost", cost_kernel))
         }
-        self.proposer = Proposer(space, self.max_cost, self.models, self.seed, self.log_loss, self.device, self.dtype,
+        self.proposer = Proposer(space, self._max_cost, self.models, self.seed, self.log_loss, self.device, self.dtype,
                                  num_restarts, raw_samples, mc_samples, acq_options or {}, eta, min_tick_gain)
 
+        self._budget_warnings: list[str] = []
         self.trials: list[Trial] = []
         self._X: list[Tensor] = []  # search point of each trial
         self.journal: Journal | None = None
         self._resumed = 0  # trials read from the journal, announced by the first optimize
         if journal is not None:
             header = {"parameters": list(space.names), "n_trials": self.n_trials,
-                      "max_cost": self.max_cost if math.isfinite(self.max_cost) else "inf", "seed": self.seed,
+                      "max_cost": self._max_cost if math.isfinite(self._max_cost) else "inf", "seed": self.seed,
                       "n_init": self.n_init, "initial_configs": self.initial_configs,
                       "loss_kernel": self.kernels["loss"], "cost_kernel": self.kernels["cost"],
                       "tick_ratio": self.tick_ratio, "log_loss": self.log_loss}
@@ -180,6 +189,20 @@ class Study:
 
     # ------------------------------------------------------------------ views
     @property
+    def max_cost(self) -> float:
+        """The budget in force: fixed, or the schedule's value for the number of finished trials now."""
+        if self.budget.moving:
+            finished = sum(t.state.finished and t.state is not TrialState.LOST for t in self.trials)
+            try:
+                self._max_cost = self.budget.at(finished)
+            except Exception as exc:  # noqa: BLE001 - a user's schedule must not end the study
+                message = f"max_cost schedule failed ({type(exc).__name__}: {exc}); keeping max_cost={self._max_cost:g}"
+                if message not in self._budget_warnings:
+                    self._budget_warnings.append(message)
+                    warnings.warn(message, RuntimeWarning, stacklevel=2)
+        return self._max_cost
+
+    @property
     def best(self) -> Trial | None:
         """The finished trial with the lowest loss among those with cost <= max_cost (None if there is none)."""
         return best_feasible(self.trials, self.max_cost)
@@ -203,7 +226,8 @@ class Study:
         """Every trial so far, the budget and the models' sources: summary, best, plot."""
         self._impute_failed()
         info = {"loss_kernel": self.kernels["loss"], "cost_kernel": self.kernels["cost"],
-                "features": list(self.feature_chain.feature_names), "tick_ratio": self.tick_ratio}
+                "features": list(self.feature_chain.feature_names), "tick_ratio": self.tick_ratio,
+                "budget_warnings": list(self._budget_warnings)}
         return TickTockResult(list(self.trials), self.max_cost, str(self.journal.path) if self.journal else None, info)
 
     def trials_dataframe(self):
@@ -228,6 +252,7 @@ class Study:
 
     def _ask(self, count: int, retry: Sequence[Trial] = ()) -> list[Trial]:
         started = time.time()
+        self.proposer.max_cost = budget = self.max_cost
         asked: list[Trial] = []
         for lost in retry[:count]:
             asked.append(Trial(id=len(self.trials) + len(asked), config=dict(lost.config), phase=lost.phase,
@@ -253,6 +278,7 @@ class Study:
                                    started=started))
         asked.sort(key=lambda t: t.id)
         for trial in asked:
+            trial.budget = budget
             self._add(trial)
             if self.journal is not None:
                 self.journal.write(trial.ask_record())
@@ -295,8 +321,11 @@ class Study:
         running += list(range(len(self.trials), len(self.trials) + len(asking)))
         data = TrainingData(X_seen=X, X_pending=X[running] if running else None)
         ok = [i for i, t in enumerate(self.trials) if t.state is TrialState.OK]
-        cost_rows = [i for i, t in enumerate(self.trials) if t.state in (TrialState.OK, TrialState.FAILED)
-                     and t.cost is not None]
+        cost_of = {i: t.cost for i, t in enumerate(self.trials) if t.state in (TrialState.OK, TrialState.FAILED)
+                   and t.cost is not None}
+        cost_of.update({i: t.estimated_cost for i, t in enumerate(self.trials)
+                        if t.state is TrialState.STOPPED and t.estimated_cost is not None})
+        cost_rows = sorted(cost_of)
         if len(ok) < 2 or len(cost_rows) < 2:
             return data
         imputed = self._impute_failed()
@@ -306,7 +335,7 @@ class Study:
         tensor = lambda values: torch.tensor(values, dtype=self.dtype, device=self.device)  # noqa: E731
         data.models = ModelData(
             X_loss=X[ok + failed], y_loss=tensor(y_loss),
-            X_cost=X[cost_rows], y_cost=tensor([math.log(self.trials[i].cost) for i in cost_rows]),
+            X_cost=X[cost_rows], y_cost=tensor([math.log(cost_of[i]) for i in cost_rows]),
             X_ok=X[ok], X_within=X[within] if within else X[ok],
         )
         return data
@@ -337,31 +366,89 @@ class Study:
                 raise StudyError(f"Study.tell(trial {target.id}): outputs have no {' or '.join(map(repr, missing))} "
                                  f"(keys: {sorted(map(str, outputs))}); tell a failed trial with error='reason'")
             for key in ("loss", "cost"):
+                if key == "loss" and outputs[key] is None and target.stop_requested:
+                    continue  # a stopped trial may have no loss
                 if as_number(outputs[key]) is None:
                     raise StudyError(f"Study.tell(trial {target.id}): {key}={outputs[key]!r} is not a number "
                                      "(a float, an int, or a one-element tensor or array)")
             outcome = outcome_of(outputs, positive_loss=self.log_loss)
         return self._finish(target, outcome)
 
-    def _owned(self, trial: Trial | int) -> Trial:
+    # ------------------------------------------------------------------ partial results
+    def report(self, trial: Trial | int, cost: float, progress: float, loss: float | None = None) -> bool:
+        """Record a partial result of a running trial; return True when the study wants it stopped.
+
+        ``cost`` is the cost so far (e.g. training seconds), ``progress`` in (0, 1] how far the
+        trial is (e.g. epoch / epochs), ``loss`` an optional partial loss. With ``stopping`` set
+        (the default `CostStopping`), the study estimates the final cost from the reports and the
+        cost model and asks the trial to stop when it will overrun the budget; the objective then
+        returns what it has and the trial is recorded as stopped. A report that cannot be right
+        (negative or decreasing cost, progress outside (0, 1], NaN, a trial that has ended) is
+        ignored and recorded in the trial's ``warnings``; it never ends the trial or the study.
+        """
+        target = self._trial_of(trial, "Study.report")
+        problem = self._check_report(target, cost, progress, loss)
+        if problem is not None:
+            message = f"trial {target.id}: report ignored: {problem}"
+            target.warnings.append(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            return target.stop_requested
+        report = Report(float(as_number(cost)), float(as_number(progress)),
+                        None if loss is None else float(as_number(loss)), time.time())
+        target.reports.append(report)
+        if self.journal is not None:
+            self.journal.write(report.record(target.id))
+        if self.stopping is not None and not target.stop_requested and report.progress < 1.0:  # done: nothing to save
+            estimate = self.stopping.estimate(report.cost, report.progress, _prior(target))
+            if self.stopping.should_stop(estimate, self.max_cost):
+                target.stop_requested, target.estimated_cost = True, estimate.cost
+        return target.stop_requested
+
+    @staticmethod
+    def _check_report(trial: Trial, cost, progress, loss) -> str | None:
+        if trial.state.finished:
+            return f"the trial has ended (state {trial.state.value})"
+        given = {"cost": cost, "progress": progress}
+        values = {name: as_number(value) for name, value in given.items()}
+        for name, value in values.items():
+            if value is None or not math.isfinite(value):
+                return f"{name}={given[name]!r} is not a finite number"
+        if loss is not None and (as_number(loss) is None or math.isnan(as_number(loss))):
+            return f"loss={loss!r} is not a number"
+        if values["cost"] < 0:
+            return f"cost={values['cost']:g} is negative"
+        if not 0 < values["progress"] <= 1:
+            return f"progress={values['progress']:g} is outside (0, 1]"
+        if trial.reports and values["cost"] < trial.reports[-1].cost:
+            return f"cost={values['cost']:g} is below the previous report's {trial.reports[-1].cost:g}"
+        if trial.reports and values["progress"] < trial.reports[-1].progress:
+            return f"progress={values['progress']:g} is below the previous report's {trial.reports[-1].progress:g}"
+        return None
+
+    def _trial_of(self, trial: Trial | int, caller: str) -> Trial:
         if isinstance(trial, Trial):
             if not 0 <= trial.id < len(self.trials) or self.trials[trial.id] is not trial:
-                raise StudyError(f"Study.tell: trial {trial.id} was not asked by this study (a trial of another "
-                                 "Study object, or a copy); tell it to the study that asked it, or pass its id")
-            target = trial
-        elif isinstance(trial, int) and not isinstance(trial, bool):
+                raise StudyError(f"{caller}: trial {trial.id} was not asked by this study (a trial of another "
+                                 "Study object, or a copy); use the study that asked it, or pass its id")
+            return trial
+        if isinstance(trial, int) and not isinstance(trial, bool):
             if not 0 <= trial < len(self.trials):
-                raise StudyError(f"Study.tell: no trial {trial} in this study (ids 0..{len(self.trials) - 1})"
-                                 if self.trials else f"Study.tell: no trial {trial}: this study has no trials yet")
-            target = self.trials[trial]
-        else:
-            raise StudyError(f"Study.tell: expected a Trial or a trial id, got {type(trial).__name__}")
+                raise StudyError(f"{caller}: no trial {trial} in this study (ids 0..{len(self.trials) - 1})"
+                                 if self.trials else f"{caller}: no trial {trial}: this study has no trials yet")
+            return self.trials[trial]
+        raise StudyError(f"{caller}: expected a Trial or a trial id, got {type(trial).__name__}")
+
+    def _owned(self, trial: Trial | int) -> Trial:
+        target = self._trial_of(trial, "Study.tell")
         if target.state.finished:
             raise StudyError(f"Study.tell: trial {target.id} was already told (state {target.state.value}); "
                              "a trial is told once")
         return target
 
     def _finish(self, trial: Trial, outcome: Outcome) -> Trial:
+        if trial.stop_requested and outcome.state is not TrialState.LOST and not _completed(trial, outcome):
+            spent = outcome.cost if outcome.cost is not None else trial.reports[-1].cost
+            outcome = Outcome(TrialState.STOPPED, outcome.loss, spent, outcome.outputs, outcome.error, outcome.seconds)
         trial.state, trial.loss, trial.cost = outcome.state, outcome.loss, outcome.cost
         trial.error, trial.outputs = outcome.error, dict(outcome.outputs)
         if outcome.seconds:
@@ -398,6 +485,9 @@ class Study:
                              f"{self.n_counted - len(self.running)} are finished; at most "
                              f"{self.n_trials - self.n_counted + len(self.running)} more can run")
         runner = TrialRunner(objective, timeout=timeout, isolation=isolation, positive_loss=self.log_loss)
+        if runner.takes_reporter and runner.isolation == "process":
+            raise StudyError("Study.optimize: an objective that reports partial results (a second argument) runs "
+                             "inline or with isolation='thread'; process isolation does not carry reports yet")
         if self._resumed and progress:
             print(f"resuming {self._resumed} trials from {self.journal.path}")
         self._resumed = 0
@@ -422,7 +512,7 @@ class Study:
                     trial = self._ask(1, retry=retry)[0]
                 model_warnings.update(f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught)
                 retry = retry[1:]
-                self._finish(trial, runner(trial.config))
+                self._finish(trial, runner(trial.config, reporter=self._reporter(trial)))
                 bar.update(1)
                 self._postfix(bar)
         finally:
@@ -430,6 +520,16 @@ class Study:
             runner.close()
             _summarise(model_warnings, progress)
         return self.result()
+
+    def _reporter(self, trial: Trial):
+        """The second argument of a reporting objective: ``report(cost=..., progress=..., loss=None) -> stop``."""
+        lock = threading.Lock()  # a thread-isolated trial reports from its own thread
+
+        def report(cost: float, progress: float, loss: float | None = None) -> bool:
+            with lock:
+                return self.report(trial, cost, progress, loss)
+
+        return report
 
     def _postfix(self, bar) -> None:
         best = self.best
@@ -451,6 +551,19 @@ class Study:
     def __repr__(self) -> str:
         states = {s.value: n for s in TrialState if (n := sum(t.state is s for t in self.trials))}
         return f"Study({len(self.trials)} trials {states}, max_cost={self.max_cost:g}, journal={self.journal and str(self.journal.path)!r})"
+
+
+def _completed(trial: Trial, outcome: Outcome) -> bool:
+    """A trial asked to stop that ran to its end anyway (an ok result after a report of progress 1)."""
+    return outcome.state is TrialState.OK and bool(trial.reports) and trial.reports[-1].progress >= 1.0
+
+
+def _prior(trial: Trial) -> CostEstimate | None:
+    """The cost model's belief about the trial's final log cost when it was asked (None for the initial design)."""
+    prediction = trial.prediction or {}
+    if prediction.get("log_cost") is None or prediction.get("log_cost_sd") is None:
+        return None
+    return CostEstimate(prediction["log_cost"], prediction["log_cost_sd"])
 
 
 def _summarise(model_warnings: Counter[str], progress: bool) -> None:
@@ -481,7 +594,8 @@ class _ReadOnlyStudy(Study):
 
     def __init__(self, path, header: dict, trials: list[Trial], settings: dict):  # noqa: D107 - no Study.__init__
         self.space = None
-        self.max_cost = float(settings["max_cost"])
+        self.budget = Budget.of(float(settings["max_cost"]))
+        self._max_cost, self._budget_warnings, self.stopping = self.budget.first, [], None
         self.seed, self.n_init = settings.get("seed", 0), settings.get("n_init", 0)
         self.n_trials = settings.get("n_trials")
         self.tick_ratio, self.log_loss = settings.get("tick_ratio", 0.5), settings.get("log_loss", True)

@@ -25,6 +25,7 @@ import torch
 from ..model import DEFAULT_KERNEL
 from ..space.space import Space
 from .results import TickTockResult
+from .stopping import CostStopping
 from .study import Study, _count
 from .trial import phase_of
 
@@ -60,6 +61,7 @@ def tick_tock(
     min_tick_gain: float = 1e-3,
     plot: str | None = None,
     progress: bool = True,
+    stopping: CostStopping | None = CostStopping(),
 ) -> TickTockResult:
     """Minimise ``loss`` within ``max_cost`` with cost-aware Bayesian optimisation; return every trial.
 
@@ -113,6 +115,14 @@ def tick_tock(
     `TickTockResult.plot`). ``progress``: show a progress bar with the best
     feasible loss and its cost, and print the summary table at the end.
     ``device`` / ``dtype`` place the models. Returns a `TickTockResult`.
+
+    Partial results: an objective of two arguments, ``objective(config, report)``,
+    may call ``stop = report(cost=..., progress=..., loss=None)`` while it trains
+    (e.g. once per epoch); when ``stop`` is True it should return what it has
+    (``{"loss": None or the partial loss, "cost": cost so far}``) and the trial is
+    recorded as stopped. ``stopping`` is the rule (`CostStopping`; None never
+    stops). ``max_cost`` may be a schedule: a callable of the number of finished
+    trials, or a list of ``(trial, budget)`` steps (see `kerneldsl.loop.budget`).
     The same loop as ask/tell: `kerneldsl.Study`.
     """
     total = len(initial_configs or []) + _count("tick_tock", "n_init", n_init) + _count("tick_tock", "n_iter", n_iter)
@@ -121,11 +131,11 @@ def tick_tock(
                   kernel_groups=kernel_groups, kernel_options=kernel_options, tick_ratio=tick_ratio, log_loss=log_loss,
                   device=device, dtype=dtype, num_restarts=num_restarts, raw_samples=raw_samples,
                   mc_samples=mc_samples, acq_options=acq_options, fit_options=fit_options, eta=eta,
-                  min_tick_gain=min_tick_gain)
+                  min_tick_gain=min_tick_gain, stopping=stopping)
     with study:
         result = study.optimize(objective, timeout=timeout, isolation=isolation, progress=progress)
     if plot is not None:
-        result.plot(plot, title=f"tick-tock, max_cost = {max_cost:g}")
+        result.plot(plot, title=f"tick-tock, max_cost = {result.max_cost:g}")
     if progress:
         print(result.summary())
     return result

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-__all__ = ["TrialState", "Phase", "Trial", "phase_of"]
+__all__ = ["TrialState", "Phase", "Trial", "Report", "phase_of"]
 
 
 class TrialState(str, Enum):
@@ -19,6 +19,9 @@ class TrialState(str, Enum):
     """Told with a finite loss and a finite positive cost."""
     FAILED = "failed"
     """Told with an error (raised, timed out, bad result): it enters the loss model at an imputed bad loss."""
+    STOPPED = "stopped"
+    """Stopped early by the study because its estimated final cost exceeds the budget: it teaches the
+    cost model (at its estimated final cost), never the loss model, and is never the best trial."""
     LOST = "lost"
     """The study stopped while the trial ran (it was never told): it teaches the models nothing and
     `Study.optimize` runs its config again as a new trial."""
@@ -47,6 +50,25 @@ def phase_of(iteration: int, tick_ratio: float) -> Phase:
     """
     step = math.floor(iteration * tick_ratio) > math.floor((iteration - 1) * tick_ratio)
     return Phase.TICK if step else Phase.TOCK
+
+
+@dataclass(frozen=True)
+class Report:
+    """A partial result reported while a trial runs: cost so far, progress in (0, 1], optional loss."""
+
+    cost: float
+    progress: float
+    loss: float | None = None
+    time: float | None = None
+    """Unix time the study received it."""
+
+    def record(self, trial: int) -> dict[str, Any]:
+        return {"kind": "report", "trial": trial, "cost": self.cost, "progress": self.progress, "loss": self.loss,
+                "time": self.time}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Report":
+        return cls(record["cost"], record["progress"], record.get("loss"), record.get("time"))
 
 
 @dataclass
@@ -80,6 +102,16 @@ class Trial:
     imputed_loss: float | None = None
     retry_of: int | None = None
     """For a trial that reruns the config of a lost trial: that trial's id."""
+    budget: float | None = None
+    """The study's max_cost when the trial was asked (budgets can move)."""
+    reports: list[Report] = field(default_factory=list)
+    """Partial results reported while it ran, in order."""
+    stop_requested: bool = False
+    """Whether the study asked the running trial to stop (its estimated final cost exceeded the budget)."""
+    estimated_cost: float | None = None
+    """For a stopped trial: the final cost the study estimated when it stopped it (what the cost model sees)."""
+    warnings: list[str] = field(default_factory=list)
+    """Problems with what the trial reported (ignored reports), recorded instead of failing the study."""
 
     def feasible(self, max_cost: float) -> bool:
         """Finished with a loss and a cost within ``max_cost``."""
@@ -90,20 +122,21 @@ class Trial:
         """What the journal stores when the trial is asked."""
         return {"kind": "ask", "trial": self.id, "iteration": self.iteration, "phase": self.phase.value,
                 "config": self.config, "proposal": self.proposal, "prediction": self.prediction,
-                "timings": self.timings, "started": self.started, "retry_of": self.retry_of}
+                "timings": self.timings, "started": self.started, "retry_of": self.retry_of, "budget": self.budget}
 
     def tell_record(self) -> dict[str, Any]:
         """What the journal stores when the trial is told."""
         return {"kind": "tell", "trial": self.id, "state": self.state.value, "loss": self.loss, "cost": self.cost,
                 "error": self.error, "outputs": self.outputs, "objective_seconds": self.timings.get("objective"),
-                "finished": self.finished}
+                "finished": self.finished, "stop_requested": self.stop_requested,
+                "estimated_cost": self.estimated_cost, "warnings": self.warnings}
 
     @classmethod
     def from_ask(cls, record: dict[str, Any]) -> "Trial":
         return cls(id=record["trial"], config=dict(record["config"]), phase=Phase(record["phase"]),
                    iteration=record.get("iteration", 0), proposal=record.get("proposal", ""),
                    prediction=record.get("prediction"), timings=dict(record.get("timings") or {}),
-                   started=record.get("started"), retry_of=record.get("retry_of"))
+                   started=record.get("started"), retry_of=record.get("retry_of"), budget=record.get("budget"))
 
     def apply_tell(self, record: dict[str, Any]) -> None:
         self.state = TrialState(record["state"])
@@ -112,6 +145,9 @@ class Trial:
         if record.get("objective_seconds") is not None:
             self.timings["objective"] = record["objective_seconds"]
         self.finished = record.get("finished")
+        self.stop_requested = bool(record.get("stop_requested", False))
+        self.estimated_cost = record.get("estimated_cost")
+        self.warnings = list(record.get("warnings") or [])
 
     @classmethod
     def from_v1(cls, record: dict[str, Any]) -> "Trial":
