@@ -12,7 +12,9 @@ after it:
 * ``noisy-EI``   plain log noisy EI of the loss alone, ignoring cost while proposing (``kd.tick_tock`` with
                  ``tick_ratio=0`` and ``max_cost=inf``, same kernels), judged afterwards against ``max_cost``;
 * ``tick-tock-q4`` tick-tock through ``kd.Study`` ask/tell, four trials asked per round (``ask(4)``: a q-batch
-                 built greedily with the earlier points pending) and then told, as four workers would.
+                 built greedily with the earlier points pending) and then told, as four workers would;
+* ``tick-tock-stop`` tick-tock whose trials report after every epoch and are stopped when their estimated final
+                 cost overruns the budget (``stopping=kd.CostStopping()``); the other methods never stop a trial.
 
 ``max_cost`` is fixed once for all runs: 1.5x the measured training time of the
 task's reference config (``--max-cost`` overrides it). Reported per method, mean
@@ -51,9 +53,10 @@ from kerneldsl.loop.results import best_feasible, best_so_far  # noqa: E402
 from digits_task import (COST_KERNEL, DEFAULT_CONFIG, LOSS_KERNEL, make_feature_chain, make_space,  # noqa: E402
                          default_max_cost, train)
 
-METHODS = ("tick-tock", "sobol", "noisy-EI", "tick-tock-q4")
+METHODS = ("tick-tock", "sobol", "noisy-EI", "tick-tock-q4", "tick-tock-stop")
 RAW_NAME, PLOT_NAME = "tick_tock_digits.jsonl", "tick_tock_digits.png"
-COLORS = {"tick-tock": "tab:red", "sobol": "tab:grey", "noisy-EI": "tab:blue", "tick-tock-q4": "tab:orange"}
+COLORS = {"tick-tock": "tab:red", "sobol": "tab:grey", "noisy-EI": "tab:blue", "tick-tock-q4": "tab:orange",
+          "tick-tock-stop": "tab:green"}
 
 
 class BenchmarkError(ValueError):
@@ -101,15 +104,16 @@ def check_shared_design(space: kd.Space, n_init: int, total: int, seed: int) -> 
 def run_method(method: str, seed: int, n_init: int, n_iter: int, max_cost: float, journal: Path) -> kd.TickTockResult:
     """One run of ``method``: ``n_init + n_iter`` trials of the digits task, all recorded in ``journal``."""
     space = make_space()
-    common = dict(seed=seed, journal=str(journal), progress=False)
+    common = dict(seed=seed, journal=str(journal), progress=False,
+                  stopping=kd.CostStopping() if method == "tick-tock-stop" else None)
     if method == "sobol":
         return kd.tick_tock(train, space, max_cost, n_init=n_init + n_iter, n_iter=0, **common)
     hands_on = dict(loss_kernel=LOSS_KERNEL, cost_kernel=COST_KERNEL, feature_chain=make_feature_chain(space))
-    if method == "tick-tock":
+    if method in ("tick-tock", "tick-tock-stop"):
         return kd.tick_tock(train, space, max_cost, n_init=n_init, n_iter=n_iter, tick_ratio=0.5, **hands_on, **common)
     if method == "tick-tock-q4":
         with kd.Study(space, max_cost, str(journal), n_init=n_init, n_trials=n_init + n_iter, seed=seed, tick_ratio=0.5,
-                      **hands_on) as study:
+                      stopping=None, **hands_on) as study:
             for trial in study.running:  # resumed: trials asked before an interruption run now
                 study.tell(trial, train(trial.config))
             while not study.finished:
@@ -125,6 +129,7 @@ def run_record(method: str, seed: int, args: argparse.Namespace, max_cost: float
     start = time.perf_counter()
     result = run_method(method, seed, args.n_init, args.n_iter, max_cost, journal)
     trials = [{"phase": t.phase.value, "status": t.state.value, "loss": t.loss, "cost": t.cost,
+               "estimated_cost": t.estimated_cost,
                "accuracy": t.outputs.get("accuracy"), "model_seconds": t.timings.get("fit", 0.0)
                + t.timings.get("acquisition", 0.0)} for t in result.trials]
     return {"method": method, "seed": seed, "max_cost": max_cost, "n_init": args.n_init, "n_iter": args.n_iter,
@@ -213,6 +218,9 @@ def metrics(record: dict) -> dict:
         "best_cost": best.cost if best else math.nan,
         "total_cost": sum(t["cost"] or 0.0 for t in trials),
         "over_all": over(trials),
+        "stopped": sum(t["status"] == "stopped" for t in trials),
+        "saved": sum(max((t.get("estimated_cost") or 0.0) - (t["cost"] or 0.0), 0.0)
+                     for t in trials if t["status"] == "stopped"),
         "over_after_init": over(trials[n_init:]),
         "model_seconds": sum(t["model_seconds"] for t in trials[n_init:]) / max(len(trials) - n_init, 1),
         "wall_seconds": record["wall_seconds"],
@@ -236,7 +244,8 @@ def by_method(records: list[dict]) -> dict[str, list[dict]]:
 
 def markdown_table(records: list[dict]) -> str:
     columns = [("best_loss", "best feasible loss", "{:.4f}"), ("best_cost", "its cost (s)", "{:.3f}"),
-               ("total_cost", "total cost (s)", "{:.1f}"), ("over_all", "over budget, all trials", "{:.0%}"),
+               ("total_cost", "total cost (s)", "{:.1f}"), ("stopped", "stopped trials", "{:.1f}"),
+               ("saved", "est. s saved by stopping", "{:.1f}"), ("over_all", "over budget, all trials", "{:.0%}"),
                ("over_after_init", "over budget, after init", "{:.0%}"),
                ("model_seconds", "model s / proposal", "{:.1f}"), ("wall_seconds", "wall s / run", "{:.0f}")]
     lines = ["| method | seeds | " + " | ".join(label for _, label, _ in columns) + " |",
@@ -284,7 +293,9 @@ def plot(records: list[dict], path: Path) -> None:
         ax.axvline(n_init + 0.5, color="k", ls=":", lw=1, label="end of shared Sobol design")
         ax.set_xlabel("trial number")
         ax.legend(fontsize=8)
-    ax_loss.set_yscale("log")
+    if any(bool(torch.isfinite(torch.as_tensor(line.get_ydata(), dtype=torch.float64)).any())
+           for line in ax_loss.get_lines()):
+        ax_loss.set_yscale("log")  # (a run without any feasible trial has nothing to draw on a log axis)
     ax_loss.set_ylabel("validation cross-entropy")
     ax_loss.set_title(f"best loss among trials with cost <= max_cost = {max_cost:.3g} s")
     ax_cost.set_ylabel("training seconds")

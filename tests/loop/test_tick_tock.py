@@ -402,8 +402,9 @@ def test_journal_of_another_run_is_refused(tmp_path):
 
     with pytest.raises(kd.JournalError, match=r"seed=0.*this study has seed=1"):
         kd.tick_tock(never_called, space, task.max_cost, n_init=2, n_iter=0, seed=1, journal=journal, progress=False)
-    with pytest.raises(kd.JournalError, match="max_cost"):
-        kd.tick_tock(never_called, space, 3.0, n_init=2, n_iter=0, seed=0, journal=journal, progress=False)
+    # Another budget is allowed (budgets move; each trial keeps the one it ran under): nothing runs, nothing is refused.
+    moved = kd.tick_tock(never_called, space, 3.0, n_init=2, n_iter=0, seed=0, journal=journal, progress=False)
+    assert [t.budget for t in moved.trials] == [task.max_cost] * 2 and moved.max_cost == 3.0
     other = kd.Space([kd.Scalar("effort", 0.0, 1.0), kd.Int("depth", 1, 8)])
     with pytest.raises(kd.JournalError, match="parameters"):
         kd.tick_tock(never_called, other, task.max_cost, n_init=2, n_iter=0, seed=0, journal=journal, progress=False)
