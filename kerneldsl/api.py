@@ -22,7 +22,8 @@ def compile(source: str, features: Sequence[str], groups: Mapping[str, Sequence[
     ``"reference"`` (plain gpytorch modules), ``"torch"`` (vectorised),
     ``"triton"`` (fused GPU kernels) or ``"auto"`` (the fastest available for the
     inputs' device). ``options`` are ``KernelOptions`` fields (priors, constraints).
-    The kernel has ``hyperparameters()``, ``set_hyperparameters()`` and ``describe()``.
+    The kernel has ``get_hyperparameters()`` (readable name -> value), ``set_hyperparameters()``
+    and ``describe()``; ``hyperparameters()`` is gpytorch's generator of raw parameters.
     Raises ``KernelError`` for any bad input.
     """
     ir = compile_ir(source, features, groups)
