@@ -7,10 +7,10 @@ from typing import Mapping, Sequence
 import torch
 
 from .compiler.backends import get_backend
+from .compiler.errors import KernelError
 from .compiler.ir import KernelIR
 from .compiler.lower import compile_ir
 from .compiler.options import KernelOptions
-
 
 
 def compile(source: str, features: Sequence[str], groups: Mapping[str, Sequence[str]] | None = None,
@@ -34,4 +34,19 @@ def build(ir: KernelIR, backend: str = "auto", batch_shape: torch.Size | Sequenc
           **options):
     """Build a kernel from an already lowered ``KernelIR`` (what ``compile`` does after lowering)."""
     opts = KernelOptions.from_kwargs(options)
-    return get_backend(backend)(ir, torch.Size(batch_shape), opts)
+    return get_backend(backend)(ir, _batch_shape(batch_shape), opts)
+
+
+def _batch_shape(batch_shape) -> torch.Size:
+    """``batch_shape=`` as a ``torch.Size``, or a ``KernelError`` naming the argument."""
+    try:
+        if isinstance(batch_shape, (str, bytes)) or any(isinstance(s, bool) for s in batch_shape):
+            raise TypeError
+        size = torch.Size(batch_shape)
+    except (TypeError, ValueError, RuntimeError):
+        raise KernelError(f"batch_shape must be a torch.Size or a list of non-negative ints, got {batch_shape!r} "
+                          f"({type(batch_shape).__name__})",
+                          hint="e.g. batch_shape=torch.Size([3]) or batch_shape=[3] for a batch of 3 kernels") from None
+    if any(s < 0 for s in size):
+        raise KernelError(f"batch_shape must not have negative sizes, got {tuple(size)}")
+    return size
