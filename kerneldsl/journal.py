@@ -42,9 +42,9 @@ def _jsonable(value: Any, where: str) -> Any:
     raise JournalError(f"journal: {where} = {value!r} ({type(value).__name__}) is not JSON-serialisable")
 
 
-def _parse_lines(path: Path, data: bytes) -> tuple[list[dict], int]:
-    """Parse journal bytes; return the records and the byte length of the intact prefix."""
-    records: list[dict] = []
+def _parse_lines(path: Path, data: bytes) -> tuple[list[tuple[int, dict]], int]:
+    """Parse journal bytes; return the (line number, record) pairs and the byte length of the intact prefix."""
+    records: list[tuple[int, dict]] = []
     good_end = 0
     pos = 0
     line_no = 0
@@ -62,7 +62,7 @@ def _parse_lines(path: Path, data: bytes) -> tuple[list[dict], int]:
                 raise JournalError(f"{path}:{line_no}: damaged journal line ({exc})") from None
             if not isinstance(record, dict):
                 raise JournalError(f"{path}:{line_no}: journal line is not a JSON object")
-            records.append(record)
+            records.append((line_no, record))
         good_end = pos
     return records, good_end
 
@@ -76,18 +76,32 @@ def read_journal(path: str | os.PathLike) -> tuple[dict | None, list[dict]]:
     return _split_header(path, records)
 
 
-def _split_header(path: Path, records: list[dict]) -> tuple[dict | None, list[dict]]:
+def _split_header(path: Path, records: list[tuple[int, dict]]) -> tuple[dict | None, list[dict]]:
     if not records:
         return None, []
-    header, trials = records[0], records[1:]
+    (first, header), trials = records[0], records[1:]
     if header.get("kind") != "header":
-        raise JournalError(f"{path}:1: not a kerneldsl journal (the first line must be its header)")
+        raise JournalError(f"{path}:{first}: not a kerneldsl journal (the first line must be its header)")
     if header.get("version") != FORMAT_VERSION:
-        raise JournalError(f"{path}:1: journal format version {header.get('version')!r} is not {FORMAT_VERSION}")
-    for number, trial in enumerate(trials, start=2):
+        raise JournalError(f"{path}:{first}: journal format version {header.get('version')!r} is not {FORMAT_VERSION}")
+    for number, trial in trials:
         if trial.get("kind") != "trial" or "trial" not in trial:
             raise JournalError(f"{path}:{number}: expected a trial record, got {sorted(trial)}")
-    return header, trials
+        _check_outputs(f"{path}:{number}: trial {trial['trial']!r}", trial)
+    return header, [trial for _, trial in trials]
+
+
+def _check_outputs(where: str, trial: dict) -> None:
+    """A trial's loss and cost have the types the loop reads back (an edited journal may not):
+    finite numbers, or null where the trial did not produce one (never for an 'ok' trial)."""
+    for key in ("loss", "cost"):
+        value = trial.get(key)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if value is None and trial.get("status") == "ok" or not (value is None or number):
+            raise JournalError(f"{where}: {key} is {value!r} ({type(value).__name__}), expected a finite number"
+                               + (" (the trial is 'ok')" if value is None else " or null"))
+    if trial.get("cost") is not None and trial["cost"] <= 0:
+        raise JournalError(f"{where}: cost is {trial['cost']!r}, expected a positive number (it is modelled in log space)")
 
 
 class Journal:
