@@ -95,8 +95,9 @@ def check_groups(groups: Mapping[str, Sequence[str]] | None, index: Mapping[str,
     if groups is None:
         return {}
     if not isinstance(groups, Mapping):
-        raise KernelError(f"groups must be a mapping from group name to a list of feature or group names, got {type(groups).__name__} "
-                          f"{reprlib.repr(groups)}", hint="e.g. groups={'lr': ['log_lr', 'log_wd']}")
+        raise KernelError("groups must be a mapping from group name to a list of feature or group names, "
+                          f"got {type(groups).__name__} {reprlib.repr(groups)}",
+                          hint="e.g. groups={'lr': ['log_lr', 'log_wd']}")
     checked = {}
     for name, members in groups.items():
         if not isinstance(name, str) or not name:

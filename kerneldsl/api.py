@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from typing import Mapping, Sequence
 
 import torch
@@ -44,8 +45,8 @@ def _batch_shape(batch_shape) -> torch.Size:
             raise TypeError
         size = torch.Size(batch_shape)
     except (TypeError, ValueError, RuntimeError):
-        raise KernelError(f"batch_shape must be a torch.Size or a list of non-negative ints, got {batch_shape!r} "
-                          f"({type(batch_shape).__name__})",
+        raise KernelError("batch_shape must be a torch.Size or a list of non-negative ints, "
+                          f"got {reprlib.repr(batch_shape)} ({type(batch_shape).__name__})",
                           hint="e.g. batch_shape=torch.Size([3]) or batch_shape=[3] for a batch of 3 kernels") from None
     if any(s < 0 for s in size):
         raise KernelError(f"batch_shape must not have negative sizes, got {tuple(size)}")

@@ -101,7 +101,8 @@ def _check_outputs(where: str, trial: dict) -> None:
             raise JournalError(f"{where}: {key} is {value!r} ({type(value).__name__}), expected a finite number"
                                + (" (the trial is 'ok')" if value is None else " or null"))
     if trial.get("cost") is not None and trial["cost"] <= 0:
-        raise JournalError(f"{where}: cost is {trial['cost']!r}, expected a positive number (it is modelled in log space)")
+        raise JournalError(f"{where}: cost is {trial['cost']!r}, expected a positive number "
+                           "(it is modelled in log space)")
 
 
 class Journal:
