@@ -10,7 +10,8 @@ NAME_LIMIT = 40
 """Longer names are cut to this many characters (and '…') wherever a message quotes them."""
 LINE_LIMIT = 100
 """Longer source lines are shown as this many characters around the caret."""
-_LONG_QUOTED = re.compile(r"'([^'\n]{%d,})'" % (NAME_LIMIT + 1))
+_LONG_QUOTED = re.compile(r"(?<!\w)'([^'\n]{%d,})'(?!\w)" % (NAME_LIMIT + 1))
+"""A quoted name: quotes that are not apostrophes inside words (``Triton's``, ``backend='torch'``)."""
 
 
 class KernelError(ValueError):

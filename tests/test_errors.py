@@ -169,6 +169,9 @@ def test_huge_names_are_shortened_in_messages():
         f"group 'g' names '{short}', which is neither a feature nor a group")
     assert message(KernelError, lambda: kd.compile("a", features=["a", name, name])) == (
         f"feature '{short}' is listed twice in features")
+    # Apostrophes are not quotes: a hint's prose stays whole.
+    hint = "use backend='torch', move the model and inputs to a CUDA device, or run Triton's CPU interpreter"
+    assert KernelError("m", hint=hint).hint == hint
     # A long line is shown around the caret.
     err = compile_error("lr + " * 40 + "nope" + " + lr" * 40)
     source_line, caret = str(err).splitlines()[1:3]
