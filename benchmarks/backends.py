@@ -128,7 +128,7 @@ def make_kernel(ir: KernelIR, backend: str, dtype: torch.dtype, device: str, see
     kernel = get_backend(backend)(ir, torch.Size(batch_shape)).to(device=device, dtype=dtype)
     g = torch.Generator().manual_seed(seed)
     values = {name: 0.3 + 2 * torch.rand(v.shape, generator=g, dtype=torch.float64)
-              for name, v in kernel.hyperparameters().items()}
+              for name, v in kernel.get_hyperparameters().items()}
     kernel.set_hyperparameters(values)
     return kernel
 

@@ -6,6 +6,7 @@ problem is a ``KernelError`` pointing at the user's source.
 
 from __future__ import annotations
 
+import reprlib
 import warnings
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -80,38 +81,101 @@ def check(program: ast.Program, features: tuple[str, ...],
     """Resolve and validate every name of ``program``; raise ``KernelError`` on the first problem."""
     scope = Scope(program, features)
     index = {f: i for i, f in enumerate(features)}
-    for name, members in (groups or {}).items():
-        scope.groups[name] = _python_group(name, members, index, features)
-    _collect_definitions(scope, index)
+    python_groups = check_groups(groups, index)
+    source_groups = _collect_definitions(scope, index, python_groups)
+    _resolve_groups(scope, python_groups, source_groups)
     _check_references(scope)
     _check_cycles(scope)
     _warn_unused(scope)
     return scope
 
 
-def _python_group(name, members, index, features) -> Group:
-    if not isinstance(name, str) or not name:
-        raise KernelError(f"group names must be non-empty strings, got {name!r}")
-    if name in index:
-        raise KernelError(f"group '{name}' has the name of a feature; rename the group")
-    if name in FUNCTIONS:
-        raise KernelError(f"group '{name}' has the name of a kernel function; rename the group")
-    if isinstance(members, str) or not isinstance(members, Sequence) or not members:
-        raise KernelError(f"group '{name}' must be a non-empty list of feature names, got {members!r}")
-    cols = []
+def check_groups(groups: Mapping[str, Sequence[str]] | None, index: Mapping[str, int]) -> dict[str, tuple[str, ...]]:
+    """Validate the ``groups=`` argument: group name -> names of features or other groups."""
+    if groups is None:
+        return {}
+    if not isinstance(groups, Mapping):
+        raise KernelError("groups must be a mapping from group name to a list of feature or group names, "
+                          f"got {type(groups).__name__} {reprlib.repr(groups)}",
+                          hint="e.g. groups={'lr': ['log_lr', 'log_wd']}")
+    checked = {}
+    for name, members in groups.items():
+        if not isinstance(name, str) or not name:
+            raise KernelError(f"group names must be non-empty strings, got {name!r}")
+        if name in index:
+            raise KernelError(f"group '{name}' has the name of a feature; rename the group")
+        if name in FUNCTIONS:
+            raise KernelError(f"group '{name}' has the name of a kernel function; rename the group")
+        if isinstance(members, str) or not isinstance(members, Sequence) or not members:
+            raise KernelError(f"group '{name}' must be a non-empty list of feature or group names, "
+                              f"got {reprlib.repr(members)}")
+        for m in members:
+            if not isinstance(m, str):
+                raise KernelError(f"group '{name}' must list feature or group names (strings), got {reprlib.repr(m)}")
+        checked[name] = tuple(members)
+    return checked
+
+
+def _resolve_groups(scope: Scope, python_groups: dict[str, tuple[str, ...]],
+                    source_groups: dict[str, ast.Definition]) -> None:
+    """Expand every group into feature columns.
+
+    Groups are declarations: a group may list features and other groups, from
+    ``groups=`` or the source, in any order (a cycle is an error).
+    """
+    index = {f: i for i, f in enumerate(scope.features)}
+    declared = [*python_groups, *source_groups]
+
+    def resolve(name: str, path: list[str]) -> Group:
+        if name in scope.groups:
+            return scope.groups[name]
+        if name in path:
+            cycle = " -> ".join(path[path.index(name):] + [name])
+            first = source_groups.get(path[path.index(name)])
+            raise scope.error(KernelError, f"groups refer to each other in a cycle: {cycle}",
+                              first.name_span if first is not None else None)
+        if name in python_groups:
+            group = Group(name, _python_group(scope, name, python_groups[name], index, declared,
+                                              lambda member: resolve(member, path + [name])), None)
+        else:
+            definition = source_groups[name]
+            for feat in definition.value.features:  # resolve the groups it lists first
+                if not feat.quoted and feat.name not in index and feat.name in declared:
+                    resolve(feat.name, path + [name])
+            group = Group(name, _feature_set(scope, definition.value), definition.span)
+        scope.groups[name] = group
+        return group
+
+    for name in declared:
+        resolve(name, [])
+
+
+def _python_group(scope: Scope, name: str, members: tuple[str, ...], index: Mapping[str, int],
+                  declared: list[str], resolve) -> tuple[int, ...]:
+    """Columns of a group from ``groups=``: its features, and the features of the groups it lists."""
+    cols: list[int] = []
     for m in members:
-        if m not in index:
-            raise KernelNameError(f"group '{name}' names feature '{m}', which is not in features",
-                                  hint=did_you_mean(str(m), features))
-        if index[m] in cols:
-            raise KernelError(f"group '{name}' lists feature '{m}' twice")
-        cols.append(index[m])
-    return Group(name, tuple(cols), None)
+        if m in index:
+            member_cols = (index[m],)
+        elif m in declared:
+            member_cols = resolve(m).features
+            scope.used.add(m)
+        else:
+            raise KernelNameError(f"group '{name}' names '{m}', which is neither a feature nor a group",
+                                  hint=did_you_mean(m, [*scope.features, *declared]))
+        for col in member_cols:
+            if col in cols:
+                raise KernelError(f"group '{name}' lists feature '{scope.features[col]}' twice")
+            cols.append(col)
+    return tuple(cols)
 
 
-def _collect_definitions(scope: Scope, index: dict[str, int]) -> None:
+def _collect_definitions(scope: Scope, index: dict[str, int],
+                         python_groups: Mapping[str, object]) -> dict[str, ast.Definition]:
+    """Kernel definitions into ``scope``; returns the group definitions (resolved later, in any order)."""
     statements = scope.program.statements
     first_line: dict[str, int] = {}
+    source_groups: dict[str, ast.Definition] = {}
     for i, stmt in enumerate(statements):
         if isinstance(stmt, ast.Result):
             if i != len(statements) - 1:
@@ -120,10 +184,10 @@ def _collect_definitions(scope: Scope, index: dict[str, int]) -> None:
             scope.result = stmt.value
             continue
         name = stmt.name
-        if name in first_line or (name in scope.groups and scope.groups[name].span is not None):
-            line = first_line.get(name) or scope.groups[name].span.line
-            raise scope.error(KernelError, f"'{name}' is defined twice (first on line {line})", stmt.name_span)
-        if name in scope.groups:
+        if name in first_line:
+            raise scope.error(KernelError, f"'{name}' is defined twice (first on line {first_line[name]})",
+                              stmt.name_span)
+        if name in python_groups:
             raise scope.error(KernelError, f"'{name}' is already a group passed in groups=; "
                               "rename the definition", stmt.name_span)
         if name in index:
@@ -135,8 +199,7 @@ def _collect_definitions(scope: Scope, index: dict[str, int]) -> None:
         first_line[name] = stmt.span.line
         if isinstance(stmt.value, ast.FeatureSet) and name != RESULT_NAME:
             # A group (``kernel = {...}`` is the default kernel over a set instead).
-            # Members may be features or earlier groups (expanded).
-            scope.groups[name] = Group(name, _feature_set(scope, stmt.value), stmt.span)
+            source_groups[name] = stmt
         else:
             scope.kernels[name] = stmt
     if scope.result is not None and RESULT_NAME in scope.kernels:
@@ -150,6 +213,7 @@ def _collect_definitions(scope: Scope, index: dict[str, int]) -> None:
                               column=len(lines[-1]) + 1)
         scope.result_name = RESULT_NAME
         scope.result = scope.kernels[RESULT_NAME].value
+    return source_groups
 
 
 def _feature_set(scope: Scope, fs: ast.FeatureSet) -> tuple[int, ...]:

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Iterable
+
+NAME_LIMIT = 40
+"""Longer names are cut to this many characters (and '…') wherever a message quotes them."""
+LINE_LIMIT = 100
+"""Longer source lines are shown as this many characters around the caret."""
+_LONG_QUOTED = re.compile(r"(?<!\w)'([^'\n]{%d,})'(?!\w)" % (NAME_LIMIT + 1))
+"""A quoted name: quotes that are not apostrophes inside words (``Triton's``, ``backend='torch'``)."""
 
 
 class KernelError(ValueError):
@@ -17,6 +25,7 @@ class KernelError(ValueError):
     def __init__(self, message: str, *, source: str | None = None,
                  line: int | None = None, column: int | None = None,
                  hint: str | None = None):
+        message, hint = shorten_quoted(message), hint and shorten_quoted(hint)
         self.message = message
         self.line = line
         self.column = column
@@ -41,9 +50,9 @@ def format_message(message: str, source: str | None, line: int | None,
         if source is not None:
             lines = source.splitlines() or [""]
             if 1 <= line <= len(lines):
-                text = lines[line - 1].expandtabs(1)
+                text, offset = _window(lines[line - 1].expandtabs(1), max(column - 1, 0))
                 parts.append(f"    {text}")
-                parts.append("    " + " " * max(column - 1, 0) + "^")
+                parts.append("    " + " " * offset + "^")
     else:
         parts.append(message)
     if hint:
@@ -51,8 +60,31 @@ def format_message(message: str, source: str | None, line: int | None,
     return "\n".join(parts)
 
 
+def shorten(name: str, limit: int = NAME_LIMIT) -> str:
+    """``name``, cut to ``limit`` characters and '…' when longer."""
+    return name if len(name) <= limit else name[:limit] + "…"
+
+
+def shorten_quoted(text: str) -> str:
+    """``text`` with every quoted name longer than ``NAME_LIMIT`` shortened: a message never echoes a huge name."""
+    return _LONG_QUOTED.sub(lambda m: f"'{shorten(m.group(1))}'", text)
+
+
+def _window(text: str, offset: int) -> tuple[str, int]:
+    """At most ``LINE_LIMIT`` characters of a source line around ``offset``, and the caret's offset in them."""
+    if len(text) <= LINE_LIMIT:
+        return text, offset
+    start = max(0, min(offset - LINE_LIMIT // 2, len(text) - LINE_LIMIT))
+    end = start + LINE_LIMIT
+    prefix = "…" if start else ""
+    return prefix + text[start:end] + ("…" if end < len(text) else ""), offset - start + len(prefix)
+
+
 def closest(name: str, known: Iterable[str]) -> str | None:
     """The known name most similar to ``name``, if any is close enough to suggest."""
+    known = list(known)
+    if len(name) > 3 * max(map(len, known), default=0):
+        return None  # similarity is at most 2 * 1/(1 + 3) < cutoff: spare difflib a huge name
     matches = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     if not matches:
         lowered = {k.lower(): k for k in known}

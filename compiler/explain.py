@@ -55,6 +55,49 @@ def format_ir(ir: KernelIR) -> str:
     return "\n".join(lines)
 
 
+def infer_features(source: str, groups: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+    """The feature names ``source`` uses, in order of first use: every name in an expression or a
+    feature set that is not a definition or a group (members of ``groups`` count where the group is used).
+
+    For reading a kernel without its feature list; raises ``KernelSyntaxError`` if it does not parse.
+    """
+    program = parse(source)
+    groups = dict(groups or {})
+    defined = {s.name for s in program.statements if isinstance(s, ast.Definition)} | set(groups)
+    found: dict[str, None] = {}
+
+    def use(name: str, quoted: bool = False) -> None:
+        if quoted or name not in defined:
+            found.setdefault(name)
+        elif name in groups:  # a group from ``groups``: its members, once
+            for member in groups.pop(name):
+                use(member)
+
+    def visit(expr) -> None:
+        if isinstance(expr, ast.Name):
+            use(expr.name)
+        elif isinstance(expr, ast.FeatureSet):
+            for feature in expr.features:
+                use(feature.name, feature.quoted)
+        elif isinstance(expr, ast.Call):
+            for arg in expr.args:
+                visit(arg)
+        elif isinstance(expr, ast.Sum):
+            for term in expr.terms:
+                visit(term)
+        elif isinstance(expr, ast.Product):
+            for factor in expr.factors:
+                visit(factor)
+        elif isinstance(expr, ast.Weighted):
+            visit(expr.value)
+
+    for statement in program.statements:
+        visit(statement.value)
+    for name in list(groups):  # groups the source never uses still need their features
+        use(name)
+    return list(found)
+
+
 def explain(source: str, features: Sequence[str], groups: Mapping[str, Sequence[str]] | None = None) -> str:
     """Parsed program and intermediate form as text; raises the same ``KernelError`` as ``kd.compile``."""
     ir = compile_ir(source, features, groups)

@@ -172,7 +172,32 @@ def _syntax_error(source: str, err: UnexpectedInput) -> KernelSyntaxError:
     if line is None or line < 1:  # end of input: point just past the last character
         lines = source.splitlines() or [""]
         line, column = len(lines), len(lines[-1]) + 1
+    if not isinstance(err, UnexpectedCharacters):
+        bracket = _unclosed_bracket_before(source, line)
+        if bracket is not None:  # newlines inside it were dropped: the parser failed lines later
+            close = ")" if bracket.type == "LPAR" else "}"
+            return KernelSyntaxError(f"unclosed '{bracket}': expected '{close}'", source=source, line=bracket.line,
+                                     column=bracket.column,
+                                     hint=f"a newline inside brackets does not end the statement, so the parser only "
+                                          f"failed on line {line}")
     return KernelSyntaxError(message, source=source, line=line, column=column, hint=hint)
+
+
+def _unclosed_bracket_before(source: str, line: int) -> Token | None:
+    """The innermost bracket opened before ``line`` and never closed in the whole source, if any."""
+    try:
+        tokens = list(_parser().lex(source))
+    except UnexpectedInput:
+        return None
+    pairs = {"RPAR": "LPAR", "RBRACE": "LBRACE"}
+    stack: list[Token] = []
+    for token in tokens:
+        if token.type in _OPEN:
+            stack.append(token)
+        elif token.type in _CLOSE and stack and stack[-1].type == pairs[token.type]:
+            stack.pop()
+    before = [t for t in stack if t.line < line]
+    return before[-1] if before else None
 
 
 def _describe_token(token: Token) -> str:

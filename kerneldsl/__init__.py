@@ -1,5 +1,18 @@
 """kerneldsl: a kernel language for hands-on Bayesian optimisation."""
 
+from importlib import metadata as _metadata
+
+
+def _package_version() -> str:
+    """The installed distribution's version (``0+unknown`` for a source tree that was never installed)."""
+    try:
+        return _metadata.version("kerneldsl")
+    except _metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+__version__ = _package_version()
+
 from .api import build, compile
 from .compiler.check import KernelWarning
 from .compiler.errors import KernelError, KernelNameError, KernelSyntaxError
@@ -14,7 +27,7 @@ from .space import (Add, Chain, Choice, ConfigError, FeatureTransform, Int, Line
                     OneHot, PassThrough, RelativeToMean, SamplingError, Scalar, Space, SpaceError, Subtract,
                     initial_design, sample)
 
-__all__ = ["compile", "build", "compile_ir", "KernelIR", "KernelOptions",
+__all__ = ["__version__", "compile", "build", "compile_ir", "KernelIR", "KernelOptions",
            "KernelError", "KernelNameError", "KernelSyntaxError", "KernelWarning",
            "Space", "Scalar", "Int", "Choice", "LinearConstraint", "SpaceError", "ConfigError",
            "sample", "initial_design", "SamplingError", "load_sweep", "Sweep", "SweepError",

@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import __version__
 from .compiler.errors import KernelError
-from .compiler.explain import explain
+from .compiler.explain import explain, infer_features
 
 
 def _read_source(path: str, what: str) -> str | None:
@@ -20,17 +21,27 @@ def _read_source(path: str, what: str) -> str | None:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from .space.parameters import SpaceError
+    from .space_module import load_space_module
+
     source = _read_source(args.source, "")
     if source is None:
         return 2
-    features = [f.strip() for f in args.features.split(",") if f.strip()]
     groups = {}
     for spec in args.group or []:
         name, _, members = spec.partition("=")
         groups[name.strip()] = [m.strip() for m in members.split(",") if m.strip()]
     try:
+        if args.features is not None:
+            features = [f.strip() for f in args.features.split(",") if f.strip()]
+        elif args.space_module is not None:
+            features = list(load_space_module(args.space_module).feature_chain.feature_names)
+        else:
+            features = infer_features(source, groups)
+            print(f"# features inferred from the names the source uses (set them with --features or "
+                  f"--space-module): {', '.join(features) or 'none'}\n")
         print(explain(source, features, groups or None))
-    except KernelError as err:
+    except (KernelError, SpaceError) as err:
         print(f"{type(err).__name__}: {err}", file=sys.stderr)
         return 1
     return 0
@@ -83,25 +94,40 @@ CV_EPILOG = """The space module is a Python file (or importable module name) def
   space          a kerneldsl.Space the sweep's configs are validated against, and
   feature_chain  a kerneldsl.Chain turning search points into the named features
                  that the kernel source refers to.
-It defaults to examples/mnist_space.py of the repository this package runs from.
+It is required: it describes your sweep (a checkout of the repository has the
+MNIST sweep's as examples/mnist_space.py).
 The sweep file is JSON lines {"trial", "config", "result"}; trials without the
 output are left out. Metrics are in the target's space (log(output) with --log):
 the predictive of each held-out trial is Gaussian and includes observation noise.
 Example:
-  kerneldsl cv --data ../shared/data/mnist1_sweep.jsonl --kernel mnist.kernel --log --n 40
+  kerneldsl cv --data ../shared/data/mnist1_sweep.jsonl --kernel examples/mnist_hands_on.kernel \\
+      --space-module examples/mnist_space.py --log --n 40
+"""
+
+EXPLAIN_EPILOG = """The features (input columns, in order) come from --features, or from the
+feature_chain of --space-module; with neither, they are inferred from the names
+the source uses (every name that is not a definition or a group, in order of
+first use), and the output says so.
+Examples:
+  kerneldsl explain examples/mnist_hands_on.kernel --space-module examples/mnist_space.py
+  kerneldsl explain my.kernel --features log_lr,log_wd,momentum --group lr=log_lr,log_wd
 """
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kerneldsl", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("explain", help="print the parsed kernel, its intermediate form, or its error")
+    p = sub.add_parser("explain", help="print the parsed kernel, its intermediate form, or its error",
+                       epilog=EXPLAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="kernel-language source file")
-    p.add_argument("--features", required=True, help="comma-separated feature names (input columns, in order)")
-    p.add_argument("--group", action="append", metavar="NAME=a,b,c", help="a group of features (repeatable)")
+    columns = p.add_mutually_exclusive_group()
+    columns.add_argument("--features", help="comma-separated feature names (input columns, in order)")
+    columns.add_argument("--space-module", metavar="FILE_OR_MODULE",
+                         help="module defining `feature_chain`, whose feature names are the columns")
+    p.add_argument("--group", action="append", metavar="NAME=a,b,c",
+                   help="a group of features or other groups (repeatable)")
     p.set_defaults(run=_explain)
-
-    from .space_module import DEFAULT_SPACE_MODULE
 
     p = sub.add_parser("cv", help="leave-one-out cross-validation of a kernel on sweep data",
                        description="Leave-one-out cross-validation of a SingleTaskGP with a kernel-language kernel "
@@ -109,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                        epilog=CV_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="sweep file (JSON lines)")
     p.add_argument("--kernel", required=True, help="kernel-language source file")
-    p.add_argument("--space-module", default=str(DEFAULT_SPACE_MODULE), metavar="FILE_OR_MODULE",
-                   help="module defining `space` and `feature_chain` (default: %(default)s)")
+    p.add_argument("--space-module", required=True, metavar="FILE_OR_MODULE",
+                   help="module defining `space` and `feature_chain` of the sweep (e.g. examples/mnist_space.py "
+                        "in a checkout of the repository)")
     p.add_argument("--output", default="loss", help="result key to predict (default: %(default)s)")
     p.add_argument("--log", action="store_true", help="predict the natural log of the output (e.g. log loss)")
     p.add_argument("--n", type=int, default=0, help="use the first N trials after a seeded shuffle (default: all)")

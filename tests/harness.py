@@ -37,7 +37,7 @@ def random_hyperparameters(kernel, generator: torch.Generator) -> dict[str, torc
 
     Lengthscales in [0.2, 2], output scale in [0.5, 2], each sum's weights on its simplex.
     """
-    current = kernel.hyperparameters()
+    current = kernel.get_hyperparameters()
     values = {}
     for name, value in current.items():
         low, high = (0.5, 2.0) if name == "outputscale" else (0.2, 2.0)
@@ -108,15 +108,15 @@ def assert_backends_agree(ir_or_kernels: KernelIR | Mapping[str, object], x1: to
     kernels = (dict(ir_or_kernels) if not isinstance(ir_or_kernels, KernelIR)
                else build_kernels(ir_or_kernels, batch_shape, options, dtype=x1.dtype, device=x1.device))
     (ref_name, ref), *others = kernels.items()
-    names = list(ref.hyperparameters())
+    names = list(ref.get_hyperparameters())
     generator = torch.Generator().manual_seed(seed)
     values = random_hyperparameters(ref, generator)
     for name, kernel in kernels.items():
-        assert list(kernel.hyperparameters()) == names, f"{name}: hyperparameter names differ from {ref_name}"
+        assert list(kernel.get_hyperparameters()) == names, f"{name}: hyperparameter names differ from {ref_name}"
         kernel.set_hyperparameters(values)
-    expected_values = ref.hyperparameters()
+    expected_values = ref.get_hyperparameters()
     for name, kernel in others:
-        for key, value in kernel.hyperparameters().items():
+        for key, value in kernel.get_hyperparameters().items():
             assert_close(value, expected_values[key], 1e-12, f"{name}: hyperparameter {key}")
 
     x2 = x1 if x2 is None else x2

@@ -47,7 +47,7 @@ def test_fit_predicts_better_than_chance_and_acquisition_optimises(data, backend
     chance = test_Y.std().item()
     assert rmse < 0.35 * chance, f"{backend}: RMSE {rmse:.3f} vs chance {chance:.3f}"
     # The fit moved the hyperparameters and the learned sum weights stay on the simplex.
-    hp = kernel.hyperparameters()
+    hp = kernel.get_hyperparameters()
     weights = [v for k, v in hp.items() if ".weight[" in k]
     assert math.isclose(float(sum(weights)), 1.0, rel_tol=1e-9)
     assert "kernel = " in kernel.describe()
@@ -72,6 +72,6 @@ def test_batched_model_fits(data):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit_gpytorch_mll(mll)
-    assert kernel.hyperparameters()["outputscale"].shape == (3,)
-    values = torch.stack(list(kernel.hyperparameters().values()))
+    assert kernel.get_hyperparameters()["outputscale"].shape == (3,)
+    values = torch.stack(list(kernel.get_hyperparameters().values()))
     assert not torch.allclose(values[:, 0], values[:, 1])  # each batch element has its own fit

@@ -25,6 +25,10 @@ BAD = [
     ("lr +", KernelSyntaxError, "missing a kernel after the operator", 1, 4),
     ("lr opt", KernelSyntaxError, "missing operator between two terms", 1, 4),
     ("(lr + opt", KernelSyntaxError, "unclosed '('", 1, 7),
+    ("k = (lr + opt\nx = lr\nk", KernelSyntaxError, "unclosed '(': expected ')'", 1, 5),  # not line 2
+    ("k = lr * fj({log_lr, momentum\n\nk", KernelSyntaxError, "unclosed '{': expected '}'", 1, 13),
+    ("k = (lr + (opt\n* lr)\nk", KernelSyntaxError, "unclosed '(': expected ')'", 1, 5),
+    ("g = {h}\nh = {g}\nlr", KernelError, "groups refer to each other in a cycle: g -> h -> g", 1, 1),
     ("matern52({log_lr, momentum)", KernelSyntaxError, "unclosed '{'", 1, 27),
     ("lr)", KernelSyntaxError, "unexpected closing bracket", 1, 3),
     ("{log_lr + momentum}", KernelSyntaxError, "feature set holds feature names only", 1, 9),
@@ -84,7 +88,8 @@ def test_unknown_names_suggest_closest(source, suggestion):
 
 
 def test_bad_python_arguments():
-    with pytest.raises(KernelNameError, match="group 'lr' names feature 'log_lrr'.*\n.*did you mean 'log_lr'"):
+    with pytest.raises(KernelNameError, match="group 'lr' names 'log_lrr', which is neither a feature nor a group"
+                                              "\ndid you mean 'log_lr'"):
         kd.compile("lr", features=FEATURES, groups={"lr": ["log_lrr"]})
     with pytest.raises(KernelError, match="listed twice"):
         kd.compile("a", features=["a", "a"])
@@ -98,6 +103,80 @@ def test_bad_python_arguments():
         kd.compile("a", features=["a"], lengthscale_prio=None)
     with pytest.raises(KernelSyntaxError, match="must be a string"):
         kd.compile(None, features=["a"])
+
+
+def test_unclosed_bracket_says_where_the_parser_failed():
+    err = compile_error("k = (lr + opt\nx = lr\nk")
+    assert err.hint == "a newline inside brackets does not end the statement, so the parser only failed on line 2"
+
+
+def message(cls, call) -> str:
+    with pytest.raises(cls) as info:
+        call()
+    return str(info.value)
+
+
+def test_bad_groups_and_batch_shape_arguments():
+    assert message(KernelError, lambda: kd.compile("a", features=["a"], groups=["a"])) == (
+        "groups must be a mapping from group name to a list of feature or group names, got list ['a']\n"
+        "e.g. groups={'lr': ['log_lr', 'log_wd']}")
+    assert message(KernelError, lambda: kd.compile("g", features=["a"], groups={"g": [5]})) == (
+        "group 'g' must list feature or group names (strings), got 5")
+    for bad, shown in [(3, "3 (int)"), ("3", "'3' (str)"), ([2.5], "[2.5] (list)"), (None, "None (NoneType)")]:
+        assert message(KernelError, lambda: kd.compile("a", features=["a"], batch_shape=bad)) == (
+            f"batch_shape must be a torch.Size or a list of non-negative ints, got {shown}\n"
+            "e.g. batch_shape=torch.Size([3]) or batch_shape=[3] for a batch of 3 kernels")
+    assert message(KernelError, lambda: kd.compile("a", features=["a"], batch_shape=[2, -1])) == (
+        "batch_shape must not have negative sizes, got (2, -1)")
+    assert kd.compile("a", features=["a"], batch_shape=(2, 3), backend="torch").batch_shape == (2, 3)
+
+
+@pytest.mark.parametrize("source, groups", [
+    ("g = {h, log_lr}\nh = {momentum}\nmatern52(g)", None),  # a source group lists one defined later
+    ("matern52(g)", {"g": ["h", "log_lr"], "h": ["momentum"]}),  # Python groups list Python groups, any order
+    ("h = {momentum}\nmatern52(g)", {"g": ["h", "log_lr"]}),  # a Python group lists a source group
+])
+def test_groups_may_list_groups_in_any_order(source, groups):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the listed group counts as used
+        ir = kd.compile_ir(source, FEATURES, groups)
+    assert [[ir.features[f] for f in t.features] for t in ir.terms] in (
+        [["momentum", "log_lr"]], [["log_lr", "momentum"]])
+
+
+def test_groups_listing_groups_errors():
+    assert message(KernelError, lambda: kd.compile_ir("g", FEATURES, {"g": ["h"], "h": ["g"]})) == (
+        "groups refer to each other in a cycle: g -> h -> g")
+    assert message(KernelError, lambda: kd.compile_ir("g", FEATURES, {"g": ["lr", "log_lr"], "lr": ["log_lr"]})) == (
+        "group 'g' lists feature 'log_lr' twice")
+    assert message(KernelError, lambda: kd.compile_ir("g = {lr, log_lr}\nlr = {log_lr}\ng", FEATURES)) == (
+        "line 1, column 10: feature 'log_lr' appears twice in this set\n    g = {lr, log_lr}\n             ^")
+    assert message(KernelNameError, lambda: kd.compile_ir("g", FEATURES, {"g": ["lrr"], "lr": ["log_lr"]})) == (
+        "group 'g' names 'lrr', which is neither a feature nor a group\ndid you mean 'lr'?")
+
+
+def test_huge_names_are_shortened_in_messages():
+    name = "x" * 1_000_000
+    short = "x" * 40 + "…"
+    err = compile_error(f"lr * {name}")
+    assert str(err).splitlines()[0] == f"line 1, column 6: unknown name '{short}': not a definition, group or feature"
+    assert str(err).splitlines()[1] == "    lr * " + "x" * 95 + "…"  # the source line, cut to 100 characters
+    assert str(err).splitlines()[2] == "    " + " " * 5 + "^"
+    assert len(str(err)) < 300
+    err = compile_error(f"matern52({{{name}}})")
+    assert str(err).splitlines()[0] == f"line 1, column 11: unknown feature '{short}'"
+    assert message(KernelNameError, lambda: kd.compile("g", features=["a"], groups={"g": [name]})) == (
+        f"group 'g' names '{short}', which is neither a feature nor a group")
+    assert message(KernelError, lambda: kd.compile("a", features=["a", name, name])) == (
+        f"feature '{short}' is listed twice in features")
+    # Apostrophes are not quotes: a hint's prose stays whole.
+    hint = "use backend='torch', move the model and inputs to a CUDA device, or run Triton's CPU interpreter"
+    assert KernelError("m", hint=hint).hint == hint
+    # A long line is shown around the caret.
+    err = compile_error("lr + " * 40 + "nope" + " + lr" * 40)
+    source_line, caret = str(err).splitlines()[1:3]
+    assert len(source_line) == 4 + 1 + 100 + 1 and source_line.startswith("    …")
+    assert source_line[caret.index("^"):].startswith("nope")
 
 
 def test_unused_definition_warns_with_position():

@@ -67,7 +67,7 @@ def make_pair(ir, batch_shape, dtype, seed):
         torch.set_default_dtype(default)
     triton_kernel.blocks = SMALL_TILES
     triton_kernel.set_hyperparameters(random_hyperparameters(triton_kernel, torch.Generator().manual_seed(seed)))
-    reference.set_hyperparameters(triton_kernel.hyperparameters())  # values as rounded to ``dtype``
+    reference.set_hyperparameters(triton_kernel.get_hyperparameters())  # values as rounded to ``dtype``
     return triton_kernel, reference
 
 

@@ -9,9 +9,11 @@ every backend.
 from __future__ import annotations
 
 from collections import OrderedDict
+from copy import deepcopy
 from typing import Mapping
 
 import torch
+from gpytorch.kernels import Kernel
 
 from ..errors import KernelError, KernelNameError, did_you_mean
 from ..ir import KernelIR, Product, Sum, Term
@@ -42,8 +44,12 @@ class HyperparameterMixin:
             weights[..., idx] = torch.softmax(logits[..., idx], dim=-1)
         return weights
 
-    def hyperparameters(self) -> "OrderedDict[str, torch.Tensor]":
-        """Readable name -> constrained value (shape ``batch_shape``), detached."""
+    def get_hyperparameters(self) -> "OrderedDict[str, torch.Tensor]":
+        """Readable name -> constrained value (shape ``batch_shape``), detached.
+
+        ``hyperparameters()`` keeps gpytorch's meaning: a generator of the raw
+        ``Parameter``s, for optimisers (``torch.optim.Adam(k.hyperparameters())``).
+        """
         with torch.no_grad():
             outputscale, lengthscale, _ = self._flat_values()
             weights = self.sum_weights()
@@ -56,7 +62,7 @@ class HyperparameterMixin:
         return out
 
     def set_hyperparameters(self, values: Mapping[str, object]) -> None:
-        """Set hyperparameters by the names of ``hyperparameters()`` (any subset).
+        """Set hyperparameters by the names of ``get_hyperparameters()`` (any subset).
 
         The weights of one sum must be given together (they lie on a simplex);
         values are broadcast to the batch shape.
@@ -109,6 +115,52 @@ class HyperparameterMixin:
                 logits[..., list(group)] = w.log() - w.log().mean(-1, keepdim=True)
             self._set_flat(outputscale=outputscale, lengthscale=lengthscale, weight_logits=logits)
 
+    # --- gpytorch batch semantics -------------------------------------------------------
+    def __getitem__(self, index) -> Kernel:
+        """The kernel of the batch elements ``index`` (gpytorch's ``Kernel.__getitem__``).
+
+        Only the batch dimensions of the parameters are indexed: the index buffers
+        and literal weights of a backend are not batched, and neither are ``active_dims``.
+        """
+        batch = self.batch_shape
+        if not batch:
+            return self
+        index = _batch_index(index, len(batch))
+        new_batch = _indexed_shape(batch, index)
+        return self._rebatched(lambda p: p[index], new_batch)
+
+    def expand_batch(self, *sizes) -> Kernel:
+        """A copy with batch shape ``sizes`` (gpytorch's ``Kernel.expand_batch``).
+
+        Each batch element gets its own copy of the parameters, so the copy can be trained.
+        """
+        new_batch = torch.Size(sizes[0] if len(sizes) == 1 and not isinstance(sizes[0], int) else sizes)
+        batch = self.batch_shape
+        if new_batch == batch:
+            return self
+        try:
+            expandable = torch.broadcast_shapes(new_batch, batch) == new_batch
+        except RuntimeError:
+            expandable = False
+        if not expandable:
+            raise KernelError(f"cannot expand a kernel with batch shape {tuple(batch)} to batch shape "
+                              f"{tuple(new_batch)}")
+        return self._rebatched(lambda p: p.expand(*new_batch, *p.shape[len(batch):]).clone(), new_batch)
+
+    def _rebatched(self, change, new_batch: torch.Size) -> Kernel:
+        """A deep copy whose batched kernels (this one and, on ``reference``, its module tree) have
+        ``change`` applied to their own parameters and ``new_batch`` as their batch shape."""
+        batch = self.batch_shape
+        new = deepcopy(self)
+        for module in new.modules():
+            if not isinstance(module, Kernel) or module._batch_shape != batch:
+                continue  # e.g. a ProductKernel: its batch shape is its children's
+            for param in module.parameters(recurse=False):
+                param.data = change(param.data)
+                param.grad = None
+            module._batch_shape = new_batch
+        return new
+
     def describe(self, batch_index: int | tuple[int, ...] | None = None) -> str:
         """The kernel as text, with its learned weights and lengthscales.
 
@@ -129,6 +181,30 @@ class HyperparameterMixin:
 def _check_positive(name: str, t: torch.Tensor, values: Mapping[str, object]) -> None:
     if not (t > 0).all():
         raise KernelError(f"hyperparameter '{name}' must be positive, got {values[name]!r}")
+
+
+def _batch_index(index, batch_ndim: int) -> tuple:
+    """``index`` as a tuple over the batch dimensions only (an ``Ellipsis`` spans the rest of the batch).
+
+    Too many entries raise ``IndexError``, as tensors do: gpytorch's lazy kernel tensor then
+    expands the kernel's batch to the inputs' and indexes again.
+    """
+    index = index if isinstance(index, tuple) else (index,)
+    used = sum(i.dim() if torch.is_tensor(i) and i.dtype == torch.bool else 0 if i is None or i is Ellipsis else 1
+               for i in index)
+    ellipses = [k for k, i in enumerate(index) if i is Ellipsis]  # not ``in``: it would compare tensors
+    if used > batch_ndim or len(ellipses) > 1:
+        raise IndexError(f"index {index!r} does not fit a kernel with {batch_ndim} batch dimension(s)")
+    if ellipses:
+        pos = ellipses[0]
+        index = index[:pos] + (slice(None),) * (batch_ndim - used) + index[pos + 1:]
+    return index
+
+
+def _indexed_shape(batch: torch.Size, index: tuple) -> torch.Size:
+    """The shape of a tensor of shape ``batch`` indexed by ``index``."""
+    device = next((i.device for i in index if torch.is_tensor(i)), "cpu")
+    return torch.zeros((), dtype=torch.uint8, device=device).expand(batch)[index].shape
 
 
 def render(ir: KernelIR, outputscale: float, lengthscale: list[float], weights: list[float],

@@ -127,16 +127,22 @@ def _replay(path: Path, records: list[tuple[int, dict]]) -> tuple[dict | None, l
 
 
 def _check_fields(record: dict, where: str) -> None:
-    """Types of the fields a trial record may hold, checked before they are used."""
+    """Types of the fields a trial record may hold, checked before they are used (an edited journal may be off)."""
+    where = f"{where}: trial {record.get('trial')!r}"
     if "config" in record and not isinstance(record["config"], dict):
-        raise JournalError(f"{where}: 'config' must be an object, got {record['config']!r}")
-    for key in ("loss", "cost", "estimated_cost", "budget"):
-        value = record.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-            raise JournalError(f"{where}: {key!r} must be a number or null, got {value!r}")
+        raise JournalError(f"{where}: config is {record['config']!r}, expected an object")
     state = record.get("state", record.get("status"))
     if state is not None and state not in {s.value for s in TrialState}:
         raise JournalError(f"{where}: unknown trial state {state!r} (one of {[s.value for s in TrialState]})")
+    for key in ("loss", "cost", "estimated_cost", "budget"):
+        value = record.get(key)
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+        if value is None and key in ("loss", "cost") and state == TrialState.OK.value:
+            raise JournalError(f"{where}: {key} is None (NoneType), expected a finite number (the trial is 'ok')")
+        if not (value is None or number):
+            raise JournalError(f"{where}: {key} is {value!r} ({type(value).__name__}), expected a finite number or null")
+    if record.get("cost") is not None and record["cost"] <= 0 and record.get("kind") != "report":
+        raise JournalError(f"{where}: cost is {record['cost']!r}, expected a positive number (it is modelled in log space)")
     phase = record.get("phase")
     if phase is not None and phase not in ("init", "tick", "tock"):
         raise JournalError(f"{where}: unknown phase {phase!r}")

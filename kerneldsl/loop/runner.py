@@ -29,6 +29,7 @@ import math
 import multiprocessing
 import numbers
 import pickle
+import reprlib
 import threading
 import time
 import traceback
@@ -64,17 +65,27 @@ def _describe_exception(exc: BaseException) -> str:
 
 
 def as_number(value: Any) -> float | None:
-    """A real number, or a one-element tensor / array / numpy scalar of one; None for anything else (strings too)."""
-    if isinstance(value, bool) or isinstance(value, (str, bytes)):
+    """A real number as a float: an int or float, or a numpy/torch scalar (0-dimensional); else None.
+
+    Strings ("0.5"), booleans and arrays or tensors with dimensions (e.g. shape (1,)) are not
+    accepted silently: the trial fails and says what it got.
+    """
+    if isinstance(value, bool) or "bool" in str(getattr(value, "dtype", "")):
         return None
     if isinstance(value, numbers.Real):
         return float(value)
-    size = getattr(value, "numel", None) or getattr(value, "size", None)
-    count = size() if callable(size) else size
-    if count == 1 and hasattr(value, "item"):
+    if getattr(value, "shape", None) == () and hasattr(value, "item"):
         item = value.item()
         return float(item) if isinstance(item, numbers.Real) and not isinstance(item, bool) else None
     return None
+
+
+def _describe_value(value: Any) -> str:
+    """``repr`` of a returned value, short, with its type (and shape for arrays and tensors)."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "tolist"):
+        return f"<{type(value).__name__} of shape {tuple(shape)}, dtype {getattr(value, 'dtype', '?')}>"
+    return f"{reprlib.repr(value)} ({type(value).__name__})"
 
 
 def _plain(value: Any) -> Any:
@@ -109,8 +120,8 @@ def check_result(result: Any, positive_loss: bool = True) -> tuple[float | None,
     loss, cost = as_number(result["loss"]), as_number(result["cost"])
     if loss is None or cost is None:
         bad = "loss" if loss is None else "cost"
-        return loss, cost, extra, (f"objective returned {bad}={result[bad]!r} ({type(result[bad]).__name__}), "
-                                   "which is not a number (a float, int, or one-element tensor or array)")
+        return loss, cost, extra, (f"objective returned {bad}={_describe_value(result[bad])}, which is not a number: "
+                                   f"return an int or float (e.g. tensor.item())")
     if not math.isfinite(loss):
         return None, cost, extra, f"objective returned loss={loss}"
     if not math.isfinite(cost) or cost <= 0:

@@ -370,7 +370,7 @@ class Study:
                     continue  # a stopped trial may have no loss
                 if as_number(outputs[key]) is None:
                     raise StudyError(f"Study.tell(trial {target.id}): {key}={outputs[key]!r} is not a number "
-                                     "(a float, an int, or a one-element tensor or array)")
+                                     "(an int or a float; e.g. tensor.item())")
             outcome = outcome_of(outputs, positive_loss=self.log_loss)
         return self._finish(target, outcome)
 

@@ -227,14 +227,34 @@ def test_cli_reports_bad_kernels_and_space_modules(toy_files, capsys):
     assert cli_main(base + ["--kernel", str(toy_files / "toy.kernel"),
                             "--space-module", str(toy_files / "empty_space.py")]) == 1
     assert "`space = kerneldsl.Space" in capsys.readouterr().err
-    assert cli_main(base + ["--kernel", str(toy_files / "missing.kernel")]) == 2
+    assert cli_main(base + ["--kernel", str(toy_files / "missing.kernel"),
+                            "--space-module", str(toy_files / "toy_space.py")]) == 2
+
+
+def test_cli_requires_the_space_module(toy_files, capsys):
+    """No default into the repository's examples/ folder, which an installed wheel does not have."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["cv", "--data", str(toy_files / "toy.jsonl"), "--kernel", str(toy_files / "toy.kernel")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "kerneldsl cv: error: the following arguments are required: --space-module")
+
+
+def test_cli_help_example_names_files_that_exist(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["cv", "--help"])
+    help_text = capsys.readouterr().out
+    example = help_text[help_text.index("Example:"):].replace("\\\n", " ").split()
+    for option in ("--kernel", "--space-module"):
+        assert (REPO / example[example.index(option) + 1]).is_file(), option
 
 
 @pytest.mark.skipif(not SWEEP.exists(), reason=f"shared MNIST sweep not found at {SWEEP}")
 def test_cli_runs_on_the_mnist_sweep(capsys, tmp_path):
     kernel = tmp_path / "k.kernel"
     kernel.write_text("kernel = matern52({log_epochs, log_max_lr}) * categorical({optimizer_adam, optimizer_sgd})\n")
-    assert cli_main(["cv", "--data", str(SWEEP), "--kernel", str(kernel), "--log", "--n", "10"]) == 0
+    assert cli_main(["cv", "--data", str(SWEEP), "--kernel", str(kernel), "--log", "--n", "10",
+                     "--space-module", str(REPO / "examples" / "mnist_space.py")]) == 0
     assert "196 with 'loss'" in capsys.readouterr().out
 
 

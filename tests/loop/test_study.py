@@ -124,7 +124,7 @@ def test_bad_use_is_a_clear_error_and_the_journal_stays_intact(tmp_path, call, m
 
 @pytest.mark.parametrize(("outputs", "error", "match"), [
     ({"cost": 1.0}, None, r"outputs have no 'loss'"),
-    ({"loss": "0.5", "cost": 1.0}, None, r"loss='0.5' is not a number"),
+    ({"loss": "0.5", "cost": 1.0}, None, r"loss='0.5' is not a number \(an int or a float; e.g. tensor.item\(\)\)"),
     ({"loss": 0.5, "cost": 1.0}, "boom", r"either outputs=.* or error='reason', not both"),
     (None, None, r"not neither"),
     ([0.5, 1.0], None, r"outputs must be a mapping"),
@@ -230,9 +230,9 @@ def test_a_journal_of_format_1_loads_and_is_converted(tmp_path):
 
 
 @pytest.mark.parametrize(("line", "match"), [
-    ('{"kind":"tell","trial":0,"state":"ok","loss":"abc","cost":1.0}', r"study.jsonl:4: 'loss' must be a number or null, got 'abc'"),
+    ('{"kind":"tell","trial":0,"state":"ok","loss":"abc","cost":1.0}', r"study.jsonl:4: trial 0: loss is 'abc' \(str\), expected a finite number or null"),
     ('{"kind":"tell","trial":7,"state":"ok","loss":0.5,"cost":1.0}', r"study.jsonl:4: tell for trial 7, which was never asked"),
-    ('{"kind":"tell","trial":0,"state":"done","loss":0.5,"cost":1.0}', r"study.jsonl:4: unknown trial state 'done'"),
+    ('{"kind":"tell","trial":0,"state":"done","loss":0.5,"cost":1.0}', r"study.jsonl:4: trial 0: unknown trial state 'done'"),
     ('{"kind":"ask","trial":5,"phase":"init","config":{}}', r"study.jsonl:4: expected trial 2, got trial 5"),
 ])
 def test_damaged_journals_name_the_file_and_line(tmp_path, line, match):

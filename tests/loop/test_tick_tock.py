@@ -288,6 +288,29 @@ def test_a_failed_trial_keeps_its_cost_only_when_the_cost_model_can_use_it(resul
     assert outcome.state is kd.TrialState.FAILED and outcome.loss is None and outcome.cost == cost
 
 
+NOT_A_NUMBER = "which is not a number: return an int or float (e.g. tensor.item())"
+
+
+@pytest.mark.parametrize("loss, shown", [
+    ("0.5", "'0.5' (str)"),
+    (torch.tensor([0.5]), "<Tensor of shape (1,), dtype torch.float32>"),
+    (True, "True (bool)"),
+    ([0.5], "[0.5] (list)"),
+])
+def test_a_loss_that_is_not_a_number_fails_the_trial(loss, shown):
+    """Strings, booleans and tensors with dimensions are not read as numbers silently."""
+    outcome = TrialRunner(lambda config: {"loss": loss, "cost": 2.0})({})
+    assert outcome.state is kd.TrialState.FAILED and outcome.cost == 2.0
+    assert outcome.error == f"objective returned loss={shown}, {NOT_A_NUMBER}"
+
+
+@pytest.mark.parametrize("loss", [0.25, 1, torch.tensor(0.25, requires_grad=True), torch.tensor(0.25).numpy()])
+def test_number_like_losses_are_accepted(loss):
+    """Python numbers and 0-dimensional numpy/torch scalars (what ``.item()`` would give) are numbers."""
+    outcome = TrialRunner(lambda config: {"loss": loss, "cost": 2.0})({})
+    assert outcome.state is kd.TrialState.OK and outcome.loss == float(loss) and outcome.cost == 2.0
+
+
 def test_loop_survives_failures_and_steers_away(failure_run):
     """Half of the space fails; Sobol points land there at that rate, the model-based proposals rarely do.
 
@@ -413,6 +436,18 @@ def test_journal_of_another_run_is_refused(tmp_path):
                       constraints=space.constraints)
     with pytest.raises(kd.JournalError, match=r"trial 0.*does not fit this space.*effort"):
         kd.tick_tock(never_called, narrow, task.max_cost, n_init=2, n_iter=0, seed=0, journal=journal, progress=False)
+    # An edited journal: a loss that is not a number is named with its file, line and trial.
+    lines = Path(journal).read_text().splitlines()  # header, ask 0, tell 0, ask 1, tell 1
+    edited = [lines[0], "", *lines[1:4], json.dumps({**json.loads(lines[4]), "loss": "abc"})]  # a blank line too
+    Path(journal).write_text("\n".join(edited) + "\n")
+    with pytest.raises(kd.JournalError) as info:
+        kd.tick_tock(never_called, space, task.max_cost, n_init=2, n_iter=0, seed=0, journal=journal, progress=False)
+    assert str(info.value) == f"{journal}:6: trial 1: loss is 'abc' (str), expected a finite number or null"
+    Path(journal).write_text("\n".join(lines[:4] + [json.dumps({**json.loads(lines[4]), "cost": None})]) + "\n")
+    with pytest.raises(kd.JournalError, match=r"run.jsonl:5: trial 1: cost is None \(NoneType\), expected a finite "
+                                              r"number \(the trial is 'ok'\)$"):
+        read_journal(journal)
+    Path(journal).write_text("\n".join(lines) + "\n")
     with open(journal, "a") as f:
         f.write("this is not json\n")
     with pytest.raises(kd.JournalError, match=r"run.jsonl:6: damaged journal line"):

@@ -1,0 +1,69 @@
+"""The command line's ``explain`` (features from --features, --space-module or the source) and ``--version``."""
+
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+import kerneldsl as kd
+from kerneldsl.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+HANDS_ON = REPO / "examples" / "mnist_hands_on.kernel"
+MNIST_SPACE = REPO / "examples" / "mnist_space.py"
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_version(capsys):
+    assert kd.__version__ == metadata.version("kerneldsl")
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"kerneldsl {kd.__version__}\n"
+
+
+def test_version_without_package_metadata(monkeypatch):
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", missing)
+    assert kd._package_version() == "0+unknown"
+
+
+def test_explain_takes_the_features_of_a_space_module(capsys):
+    code, out, err = run(capsys, "explain", HANDS_ON, "--space-module", MNIST_SPACE)
+    assert code == 0, err
+    from kerneldsl.space_module import load_space_module
+
+    names = load_space_module(MNIST_SPACE).feature_chain.feature_names
+    assert f"features ({len(names)}): {', '.join(names)}" in out
+    assert "inferred" not in out
+
+
+def test_explain_infers_the_features_from_the_source(tmp_path, capsys):
+    path = tmp_path / "k.kernel"
+    path.write_text('g = {h, a}\nh = {b, "1x"}\nk = fj(g) * lr + c\nk\n')
+    code, out, err = run(capsys, "explain", path, "--group", "lr=d,e")
+    assert code == 0, err
+    assert out.splitlines()[0] == ("# features inferred from the names the source uses (set them with --features "
+                                   "or --space-module): a, b, 1x, d, e, c")
+    assert "features (6): a, b, 1x, d, e, c" in out
+    # An error of the source is reported as it is, not as a missing feature list.
+    path.write_text("k = (a + b\nk\n")
+    code, out, err = run(capsys, "explain", path)
+    assert code == 1 and err.startswith("KernelSyntaxError: line 1, column 5: unclosed '(': expected ')'")
+
+
+def test_explain_reports_bad_options(tmp_path, capsys):
+    (tmp_path / "empty_space.py").write_text("x = 1\n")
+    code, _, err = run(capsys, "explain", HANDS_ON, "--space-module", tmp_path / "empty_space.py")
+    assert code == 1 and "needs a top-level `space = kerneldsl.Space([...])`" in err
+    with pytest.raises(SystemExit) as info:
+        main(["explain", str(HANDS_ON), "--features", "a", "--space-module", str(MNIST_SPACE)])
+    assert info.value.code == 2
+    assert "argument --space-module: not allowed with argument --features" in capsys.readouterr().err
