@@ -108,7 +108,8 @@ def kd_forward(
     r_2 = tl.sqrt(r2_2)
     v2 = tl.exp(-r_2)
     # term 3: categorical(r1, r2)  [arch/categorical(r1, r2)]
-    v3 = tl.exp(-(ad4 * il4 + ad5 * il5))
+    s_3 = ad4 * il4 + ad5 * il5
+    v3 = tl.exp(-s_3)
     # sum 6: arch
     v6 = w0 * v2 + w1 * v3
     # term 4: matern32(b)
@@ -215,7 +216,8 @@ def kd_forward_diag(
     r_2 = tl.sqrt(r2_2)
     v2 = tl.exp(-r_2)
     # term 3: categorical(r1, r2)  [arch/categorical(r1, r2)]
-    v3 = tl.exp(-(ad4 * il4 + ad5 * il5))
+    s_3 = ad4 * il4 + ad5 * il5
+    v3 = tl.exp(-s_3)
     # sum 6: arch
     v6 = w0 * v2 + w1 * v3
     # term 4: matern32(b)
@@ -329,7 +331,9 @@ def kd_backward(
     v2 = tl.exp(-r_2)
     g2 = tl.where(r2_2 > 0, -v2 / tl.where(r2_2 > 0, r_2, 1.0), 0.0)  # 0 at r = 0
     # term 3: categorical(r1, r2)  [arch/categorical(r1, r2)]
-    v3 = tl.exp(-(ad4 * il4 + ad5 * il5))
+    s_3 = ad4 * il4 + ad5 * il5
+    v3 = tl.exp(-s_3)
+    g3 = -v3
     # sum 6: arch
     v6 = w0 * v2 + w1 * v3
     # term 4: matern32(b)
@@ -378,7 +382,7 @@ def kd_backward(
     # term 2: matern12(a1)  [arch/matern12(a1)]
     h2 = a2 * g2
     # term 3: categorical(r1, r2)  [arch/categorical(r1, r2)]
-    h3 = a3 * v3
+    h3 = a3 * g3
     # term 4: matern32(b)
     h4 = a4 * g4
     # partial dL/d(lengthscales, weights, outputscale) of this program
@@ -387,8 +391,8 @@ def kd_backward(
     tl.store(gp + 1, tl.reduce(h0 * sq1, None, _add) * (-c1 / l1))  # regime/matern52(e, b).lengthscale[b]
     tl.store(gp + 2, tl.reduce(h1 * sq2, None, _add) * (-c2 / l2))  # regime/rbf(w).lengthscale[w]
     tl.store(gp + 3, tl.reduce(h2 * sq3, None, _add) * (-c3 / l3))  # arch/matern12(a1).lengthscale[a1]
-    tl.store(gp + 4, tl.reduce(h3 * ad4, None, _add) * (il4 * il4))  # arch/categorical(r1, r2).lengthscale[r1]
-    tl.store(gp + 5, tl.reduce(h3 * ad5, None, _add) * (il5 * il5))  # arch/categorical(r1, r2).lengthscale[r2]
+    tl.store(gp + 4, tl.reduce(h3 * ad4, None, _add) * (-il4 * il4))  # arch/categorical(r1, r2).lengthscale[r1]
+    tl.store(gp + 5, tl.reduce(h3 * ad5, None, _add) * (-il5 * il5))  # arch/categorical(r1, r2).lengthscale[r2]
     tl.store(gp + 6, tl.reduce(h4 * sq1, None, _add) * (-c6 / l6))  # matern32(b).lengthscale[b]
     tl.store(gp + 7, tl.reduce(a6 * v2, None, _add))  # arch.weight[matern12(a1)]
     tl.store(gp + 8, tl.reduce(a6 * v3, None, _add))  # arch.weight[categorical(r1, r2)]
@@ -417,10 +421,10 @@ def kd_backward(
         xg3 = (c3 * h2) * d3  # dL/dx1 of a1, per pair
         tl.store(gx1_rows + 3, tl.reduce(xg3, 1, _add), mask=rmask)
         tl.store(gx2_rows + 3, -tl.reduce(xg3, 0, _add), mask=cmask)
-        xg4 = -(h3 * il4) * sg4  # dL/dx1 of r1, per pair
+        xg4 = (h3 * il4) * sg4  # dL/dx1 of r1, per pair
         tl.store(gx1_rows + 4, tl.reduce(xg4, 1, _add), mask=rmask)
         tl.store(gx2_rows + 4, -tl.reduce(xg4, 0, _add), mask=cmask)
-        xg5 = -(h3 * il5) * sg5  # dL/dx1 of r2, per pair
+        xg5 = (h3 * il5) * sg5  # dL/dx1 of r2, per pair
         tl.store(gx1_rows + 5, tl.reduce(xg5, 1, _add), mask=rmask)
         tl.store(gx2_rows + 5, -tl.reduce(xg5, 0, _add), mask=cmask)
 
@@ -515,7 +519,9 @@ def kd_backward_diag(
     v2 = tl.exp(-r_2)
     g2 = tl.where(r2_2 > 0, -v2 / tl.where(r2_2 > 0, r_2, 1.0), 0.0)  # 0 at r = 0
     # term 3: categorical(r1, r2)  [arch/categorical(r1, r2)]
-    v3 = tl.exp(-(ad4 * il4 + ad5 * il5))
+    s_3 = ad4 * il4 + ad5 * il5
+    v3 = tl.exp(-s_3)
+    g3 = -v3
     # sum 6: arch
     v6 = w0 * v2 + w1 * v3
     # term 4: matern32(b)
@@ -558,7 +564,7 @@ def kd_backward_diag(
     # term 2: matern12(a1)  [arch/matern12(a1)]
     h2 = a2 * g2
     # term 3: categorical(r1, r2)  [arch/categorical(r1, r2)]
-    h3 = a3 * v3
+    h3 = a3 * g3
     # term 4: matern32(b)
     h4 = a4 * g4
     # partial dL/d(lengthscales, weights, outputscale) of this program
@@ -567,8 +573,8 @@ def kd_backward_diag(
     tl.store(gp + 1, tl.reduce(h0 * sq1, None, _add) * (-c1 / l1))  # regime/matern52(e, b).lengthscale[b]
     tl.store(gp + 2, tl.reduce(h1 * sq2, None, _add) * (-c2 / l2))  # regime/rbf(w).lengthscale[w]
     tl.store(gp + 3, tl.reduce(h2 * sq3, None, _add) * (-c3 / l3))  # arch/matern12(a1).lengthscale[a1]
-    tl.store(gp + 4, tl.reduce(h3 * ad4, None, _add) * (il4 * il4))  # arch/categorical(r1, r2).lengthscale[r1]
-    tl.store(gp + 5, tl.reduce(h3 * ad5, None, _add) * (il5 * il5))  # arch/categorical(r1, r2).lengthscale[r2]
+    tl.store(gp + 4, tl.reduce(h3 * ad4, None, _add) * (-il4 * il4))  # arch/categorical(r1, r2).lengthscale[r1]
+    tl.store(gp + 5, tl.reduce(h3 * ad5, None, _add) * (-il5 * il5))  # arch/categorical(r1, r2).lengthscale[r2]
     tl.store(gp + 6, tl.reduce(h4 * sq1, None, _add) * (-c6 / l6))  # matern32(b).lengthscale[b]
     tl.store(gp + 7, tl.reduce(a6 * v2, None, _add))  # arch.weight[matern12(a1)]
     tl.store(gp + 8, tl.reduce(a6 * v3, None, _add))  # arch.weight[categorical(r1, r2)]
@@ -592,9 +598,9 @@ def kd_backward_diag(
         xg3 = (c3 * h2) * d3  # dL/dx1 of a1, per pair
         tl.store(gx1_rows + 3, xg3, mask=rmask)
         tl.store(gx2_rows + 3, -xg3, mask=rmask)
-        xg4 = -(h3 * il4) * sg4  # dL/dx1 of r1, per pair
+        xg4 = (h3 * il4) * sg4  # dL/dx1 of r1, per pair
         tl.store(gx1_rows + 4, xg4, mask=rmask)
         tl.store(gx2_rows + 4, -xg4, mask=rmask)
-        xg5 = -(h3 * il5) * sg5  # dL/dx1 of r2, per pair
+        xg5 = (h3 * il5) * sg5  # dL/dx1 of r2, per pair
         tl.store(gx1_rows + 5, xg5, mask=rmask)
         tl.store(gx2_rows + 5, -xg5, mask=rmask)
