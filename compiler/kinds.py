@@ -208,7 +208,7 @@ _EXP_L1 = Math(
     triton_value=lambda k, D: (f"v{k} = tl.exp(-{D})",),
     triton_slope=lambda k, D: (f"g{k} = -v{k}",),
     triton_flops=(1, 1))
-"""exp of minus the L1 distance."""
+"""exp of minus the L1 distance: the math of ``categorical`` and ``laplace``."""
 
 _KINDS = (
     Kind("matern12", (), "rough numeric functions (Matern nu = 1/2)", Math(
@@ -244,6 +244,7 @@ _KINDS = (
         triton_slope=lambda k, D: (f"g{k} = -v{k}",),
         triton_flops=(2, 1))),
     Kind("categorical", ("hamming",), "one-hot / n-hot choice features", _EXP_L1),
+    Kind("laplace", (), "rough numeric functions, separable per feature (product of 1-D matern12)", _EXP_L1),
 )
 
 KINDS: dict[str, Kind] = {kind.name: kind for kind in _KINDS}

@@ -41,7 +41,7 @@ TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4}
 CANONICAL = {
     "single_term": ("matern52({e, b})", ["e", "b"]),
     "all_kinds": ("regime = matern52({e, b}) * rbf({w})\n"
-                  "arch = matern12({a1}) + categorical({r1, r2})\n"
+                  "arch = matern12({a1}) + categorical({r1, r2}) + laplace({b, a1})\n"
                   "regime + arch + regime * (0.25 * matern32({b}) + 0.75 * arch)",
                   ["e", "b", "w", "a1", "r1", "r2"]),
     "fixed_weights": ("0.3 * rbf({x}) + 0.7 * matern12({y}) * categorical({z})", ["x", "y", "z"]),
@@ -216,7 +216,7 @@ def test_backward_is_deterministic():
 
 
 def test_zero_distance_gradients_are_finite_and_zero():
-    """At x1 == x2 every kind's gradient is zero (matern12 and categorical: the 0 subgradient)."""
+    """At x1 == x2 every kind's gradient is zero (matern12, categorical, laplace: the 0 subgradient)."""
     ir = kd.compile_ir(" + ".join(f"{kind}({{a, b}})" for kind in KIND_NAMES), ["a", "b"])
     tk, _ = make_pair(ir, (), torch.float64, seed=1)
     x = torch.tensor([[0.3, 1.0]], dtype=torch.float64, requires_grad=True)
