@@ -32,7 +32,6 @@ CODEGEN_VERSION = "1"
 """Bumped whenever the generated code changes meaning (part of the cache key)."""
 
 
-
 @dataclass(frozen=True)
 class _DistanceCode:
     """Source templates of one distance type; fields ``f`` (feature), ``s`` (slot), ``t`` (term)."""
@@ -46,8 +45,9 @@ class _DistanceCode:
     lengthscale_gradient: str
     """One (term, feature) contribution to dL/dl, from ``h{t} = dL/dv * g``."""
     x_factor: str
-    """Per (term, feature): what multiplies ``x_factor_of`` in dL/dx1."""
+    """Per (term, feature): its summand of the factor of ``x_factor_of`` in dL/dx1."""
     x_factor_of: str
+    """Per feature: what the summed ``x_factor`` terms multiply in dL/dx1."""
     backward: tuple[str, ...] = ()
     """Extra per-feature lines of the backward kernels."""
 
@@ -286,11 +286,11 @@ class _Generator:
                 out(f"v{k} = " + " + ".join(f"{w} * v{c}" for w, c in zip(weights, node.children)))
 
     def _term_value(self, out: _Lines, k: int, term: Term, backward: bool) -> None:
-        math = kind_of(term.kind, term.label).math
-        code = _DISTANCE_CODE[math.distance]
-        distance = f"{math.distance.variable}{k}"
+        kind = kind_of(term.kind, term.label)
+        code = _DISTANCE_CODE[kind.distance]
+        distance = f"{kind.distance.variable}{k}"
         out(f"{distance} = " + " + ".join(code.term.format(f=f, s=s) for f, s in zip(term.features, term.lengthscales)))
-        for line in math.triton_value(k, distance) + (math.triton_slope(k, distance) if backward else ()):
+        for line in kind.math.triton_value(k, distance) + (kind.math.triton_slope(k, distance) if backward else ()):
             out(line)
 
     # --- forward -------------------------------------------------------------------
