@@ -11,13 +11,11 @@ forward+backward, for three workloads:
 - ``acqf``: K(candidates, X) for a batch of q=2 candidates per restart, backward
   w.r.t. the candidates (what botorch's acquisition optimisation does).
 
-Peak memory is the growth of the process's peak resident set (VmHWM, reset through
-/proc/self/clear_refs) during one forward+backward after a warm-up step, measured
-in a fresh process per (backend, workload) with a fixed glibc mmap threshold so
-that large tensors go back to the system when freed: it counts everything the
-step holds at its peak (tensors saved for backward, temporaries, gradients),
-which tracemalloc cannot see. On CUDA it is ``torch.cuda.max_memory_allocated``
-growth instead.
+Peak memory is the growth of the process's peak resident set during one forward+backward
+after a warm-up step, in a fresh process per (backend, workload) (on CUDA:
+``torch.cuda.max_memory_allocated`` growth). The measuring code is ``kerneldsl.bench``,
+which ``kerneldsl bench`` also uses for any kernel source; this script keeps the fixed
+benchmark kernels and its table.
 
 Usage: ``python benchmarks/backends.py [--kernel hands-on|mnist-like] [--n 381] [--repeats 15]``
 """
@@ -25,22 +23,17 @@ Usage: ``python benchmarks/backends.py [--kernel hands-on|mnist-like] [--n 381] 
 from __future__ import annotations
 
 import argparse
-import gc
-import multiprocessing
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-from kerneldsl.compiler.backends import get_backend  # noqa: E402
+from kerneldsl.bench import WORKLOADS, make_kernel, make_step, peak_memory_mib, time_cells  # noqa: E402,F401
 from kerneldsl.compiler.ir import KernelIR, Product, Span, Sum, Term  # noqa: E402
-
-WORKLOADS = ("train", "mll", "acqf")
 
 
 def mnist_like_ir() -> KernelIR:
@@ -122,128 +115,13 @@ def hands_on_ir() -> KernelIR:
 IRS = {"mnist-like": mnist_like_ir, "hands-on": hands_on_ir}
 
 
-def make_kernel(ir: KernelIR, backend: str, dtype: torch.dtype, device: str, seed: int = 0,
-                batch_shape: tuple[int, ...] = ()):
-    """The backend's kernel with the same random hyperparameters (per batch element) on every backend."""
-    kernel = get_backend(backend)(ir, torch.Size(batch_shape)).to(device=device, dtype=dtype)
-    g = torch.Generator().manual_seed(seed)
-    values = {name: 0.3 + 2 * torch.rand(v.shape, generator=g, dtype=torch.float64)
-              for name, v in kernel.get_hyperparameters().items()}
-    kernel.set_hyperparameters(values)
-    return kernel
-
-
-def make_step(ir: KernelIR, backend: str, workload: str, n: int, dtype: torch.dtype, device: str):
-    """``(forward, forward_backward)`` closures for one backend and workload."""
-    from botorch.models import SingleTaskGP
-    from gpytorch.mlls import ExactMarginalLogLikelihood
-
-    kernel = make_kernel(ir, backend, dtype, device)
-    g = torch.Generator().manual_seed(1)
-    d = len(ir.features)
-    X = torch.rand(n, d, generator=g, dtype=dtype).to(device)
-    weights = torch.randn(n, n, generator=g, dtype=dtype).to(device)
-    if workload == "train":
-        def forward():
-            return (kernel(X).to_dense() * weights).sum()
-    elif workload == "mll":
-        Y = torch.sin(5 * X[:, :3].sum(-1, keepdim=True))
-        model = SingleTaskGP(X, Y, covar_module=kernel, outcome_transform=None).to(device=device, dtype=dtype)
-        model.train()
-        mll = ExactMarginalLogLikelihood(model.likelihood, model)
-
-        def forward():
-            return -mll(model(X), model.train_targets)
-    else:
-        candidates = torch.rand(60, 2, d, generator=g, dtype=dtype).to(device).requires_grad_(True)
-
-        def forward():
-            return kernel(candidates, X).to_dense().sum()
-
-    def forward_backward():
-        forward().backward()
-
-    def forward_only():
-        with torch.no_grad():
-            forward()
-
-    return forward_only, forward_backward
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def time_backends(ir: KernelIR, backends: list[str], workload: str, n: int, repeats: int,
                   dtype: torch.dtype, device: str) -> dict[str, dict[str, float]]:
     """Median seconds of forward and forward+backward per backend, repeats interleaved."""
-    steps = {b: make_step(ir, b, workload, n, dtype, device) for b in backends}
-    times = {b: {"forward": [], "forward+backward": []} for b in backends}
-    for b in backends:  # warm-up (lazy imports, caches)
-        for fn in steps[b]:
-            fn()
-    for _ in range(repeats):
-        for b in backends:
-            for label, fn in zip(("forward", "forward+backward"), steps[b]):
-                _sync(device)
-                start = time.perf_counter()
-                fn()
-                _sync(device)
-                times[b][label].append(time.perf_counter() - start)
-    return {b: {k: statistics.median(v) for k, v in t.items()} for b, t in times.items()}
-
-
-def _read_status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _peak_memory_child(args, queue) -> None:
-    ir_name, backend, workload, n, dtype, device, threads = args
-    torch.set_num_threads(threads)
-    ir = IRS[ir_name]()
-    _, forward_backward = make_step(ir, backend, workload, n, dtype, device)
-    forward_backward()  # first call: lazy initialisation is not the step's memory
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        forward_backward()
-        torch.cuda.synchronize()
-        queue.put((torch.cuda.max_memory_allocated() - base) / 2**20)
-        return
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak resident set (VmHWM) to the current one
-    base = _read_status_kb("VmRSS")
-    forward_backward()
-    queue.put((_read_status_kb("VmHWM") - base) / 1024)
-
-
-def peak_memory_mb(ir_name: str, backend: str, workload: str, n: int, dtype: torch.dtype, device: str) -> float:
-    """Peak memory growth (MiB) of one forward+backward, in a fresh process."""
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_peak_memory_child,
-                       args=((ir_name, backend, workload, n, dtype, device, torch.get_num_threads()), queue))
-    # A fixed mmap threshold: glibc otherwise raises it after the first free of a large block and
-    # then keeps freed tables in its heap, so a second step would reuse them unseen.
-    saved = os.environ.get("MALLOC_MMAP_THRESHOLD_")
-    os.environ["MALLOC_MMAP_THRESHOLD_"] = str(128 * 1024)
-    try:
-        proc.start()
-    finally:
-        if saved is None:
-            del os.environ["MALLOC_MMAP_THRESHOLD_"]
-        else:
-            os.environ["MALLOC_MMAP_THRESHOLD_"] = saved
-    result = queue.get(timeout=600)
-    proc.join()
-    return result
+    cells = {b: dict(zip(("forward", "forward+backward"), make_step(ir, b, workload, n, dtype, device)))
+             for b in backends}
+    samples = time_cells(cells, repeats, device)
+    return {b: {label: statistics.median(v) for label, v in t.items()} for b, t in samples.items()}
 
 
 def main() -> None:
@@ -275,7 +153,7 @@ def main() -> None:
     for workload in args.workloads.split(","):
         times = time_backends(ir, backends, workload, args.n, args.repeats, dtype, args.device)
         memory = {b: (float("nan") if args.no_memory else
-                      peak_memory_mb(args.kernel, b, workload, args.n, dtype, args.device)) for b in backends}
+                      peak_memory_mib(ir, b, [workload], args.n, dtype, args.device)[workload]) for b in backends}
         for b in backends:
             t = times[b]
             speedup = times[base]["forward+backward"] / t["forward+backward"]

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from backends import IRS, make_kernel  # noqa: E402  (shared with the CPU backend benchmark)
 
 from kerneldsl.compiler.ir import KernelIR, Product, Sum  # noqa: E402
+from kerneldsl.compiler.kinds import KINDS  # noqa: E402
 
 BACKENDS = ("reference", "torch", "triton")
 
@@ -70,13 +71,12 @@ def flops_per_pair(ir: KernelIR, backward: bool) -> int:
     """Arithmetic of the fused tile code for one (i, j) pair (forward, or the recomputing backward)."""
     features = {f for t in ir.terms for f in t.features}
     total = 2 * len(features)  # difference, square or abs
-    slope = {"rbf": 1, "matern12": 3, "matern32": 1, "matern52": 4, "categorical": 0}
-    value = {"rbf": 2, "matern12": 2, "matern32": 5, "matern52": 7, "categorical": 1}
     for t in ir.terms:
-        total += 2 * len(t.features) - 1 + value[t.kind]
+        value, slope = KINDS[t.kind].math.triton_flops
+        total += 2 * len(t.features) - 1 + value
         if backward:
             # slope, h = a * g, per (term, feature): reduction (2) and x-gradient accumulation (2)
-            total += slope[t.kind] + 1 + 4 * len(t.features)
+            total += slope + 1 + 4 * len(t.features)
     for node in ir.nodes:
         k = len(node.children)
         if isinstance(node, Product):

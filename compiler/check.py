@@ -13,10 +13,11 @@ from typing import Mapping, Sequence
 
 from . import ast
 from .errors import KernelError, KernelNameError, did_you_mean
-from .ir import BASE_KINDS, Span
+from .ir import Span
+from .kinds import BY_FUNCTION
 
-BASE_FUNCTIONS = {kind: kind for kind in BASE_KINDS} | {"hamming": "categorical"}
-"""Base-kernel function names (``hamming`` is an alias of ``categorical``)."""
+BASE_FUNCTIONS = {function: kind.name for function, kind in BY_FUNCTION.items()}
+"""Base-kernel function names (names and aliases of ``kinds.KINDS``) -> kind name."""
 SUGAR_FUNCTIONS = ("additive", "fj")
 FUNCTIONS = (*BASE_FUNCTIONS, *SUGAR_FUNCTIONS)
 DEFAULT_KIND = "matern52"

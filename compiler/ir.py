@@ -18,17 +18,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-BASE_KINDS = ("matern12", "matern32", "matern52", "rbf", "categorical")
-"""Base kernel kinds. All are functions of per-feature scaled differences
-``u_f = (x1_f - x2_f) / l_f``:
-
-- ``matern12``: exp(-r), ``matern32``: (1 + sqrt3 r) exp(-sqrt3 r),
-  ``matern52``: (1 + sqrt5 r + 5/3 r^2) exp(-sqrt5 r), ``rbf``: exp(-r^2 / 2),
-  with ``r = sqrt(sum_f u_f^2)`` (gpytorch's conventions);
-- ``categorical``: exp(-sum_f |u_f|) for one-hot / n-hot features.
-"""
-
-
 @dataclass(frozen=True)
 class Span:
     """Where a construct came from in the user's source (1-based, end exclusive)."""
@@ -41,7 +30,7 @@ class Span:
 
 @dataclass(frozen=True)
 class Term:
-    """One base kernel: ``kind`` over input columns ``features``.
+    """One base kernel: ``kind`` (a name in ``kinds.KINDS``) over input columns ``features``.
 
     ``lengthscales[i]`` is the slot in the lengthscale vector for ``features[i]``.
     """

@@ -90,6 +90,64 @@ def _cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    from .bench import BenchError, bench
+    from .compiler.lower import compile_ir
+    from .parameters import SpaceError
+    from .space_module import load_space_module
+
+    source = _read_source(args.source, "kernel file ")
+    if source is None:
+        return 2
+    try:
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if args.features is not None:
+            features = [f.strip() for f in args.features.split(",") if f.strip()]
+        else:
+            features = list(load_space_module(args.space_module).feature_chain.feature_names)
+        batches = _positive_ints(args.batch, "--batch")
+        backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+        result = bench(compile_ir(source, features), kernel=args.source, backends=backends, batches=batches,
+                       n=args.n, repeats=args.repeats, dtype=args.dtype, device=args.device,
+                       memory=not args.no_memory)
+    except (KernelError, SpaceError, BenchError) as err:
+        print(f"{type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(result.to_json(), indent=2) if args.json else result.table())
+    return 0
+
+
+def _positive_ints(text: str, option: str) -> list[int]:
+    from .bench import BenchError
+
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise BenchError(f"{option} takes comma-separated positive integers, got {text!r}")
+    return values
+
+
+BENCH_EPILOG = """Times, on random inputs (features uniform in [0, 1]) and random hyperparameters:
+  forward   K(X, X) over N points, no gradient
+  fwd+bwd   K(X, X) and its backward to the hyperparameters
+  MLL       the exact marginal log likelihood of a botorch SingleTaskGP and its
+            backward (one step of fitting, Cholesky included)
+for each backend and kernel batch size B (batch_shape [B], inputs [B, N, d]), as medians
+of interleaved repeats (CUDA events on a GPU), with peak memory per cell measured in a
+fresh process, and speed-ups against the first backend (reference by default).
+Backends that cannot run here (triton without a CUDA device) are listed as skipped.
+Example:
+  kerneldsl bench examples/mnist_hands_on.kernel --space-module examples/mnist_space.py --threads 1
+"""
+
+
 CV_EPILOG = """The space module is a Python file (or importable module name) defining
   space          a kerneldsl.Space the sweep's configs are validated against, and
   feature_chain  a kerneldsl.Chain turning search points into the named features
@@ -150,6 +208,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--per-fold", action="store_true", help="also print every fold's prediction")
     p.set_defaults(run=_cv)
+
+    p = sub.add_parser("bench", help="time a kernel's forward, backward and exact MLL on every available backend",
+                       description="Benchmark a kernel-language kernel on the backends available on this machine.",
+                       epilog=BENCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", help="kernel-language source file")
+    names = p.add_mutually_exclusive_group(required=True)
+    names.add_argument("--features", help="comma-separated feature names (input columns, in order)")
+    names.add_argument("--space-module", metavar="FILE_OR_MODULE",
+                       help="module defining `space` and `feature_chain`; its feature names are the columns")
+    p.add_argument("--n", type=int, default=381, help="points in X (default: %(default)s)")
+    p.add_argument("--batch", default="1,20", metavar="B,B,...",
+                   help="kernel batch sizes, 1 = unbatched (default: %(default)s)")
+    p.add_argument("--backends", default="reference,torch,triton",
+                   help="comma-separated; the first is the speed-up baseline (default: %(default)s)")
+    p.add_argument("--dtype", default="float64", help="float64 or float32 (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto: cuda when present (default: auto)")
+    p.add_argument("--repeats", type=int, default=10, help="timed repeats per measurement (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement (one process per cell)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON (with every timed sample)")
+    p.set_defaults(run=_bench)
     args = parser.parse_args(argv)
     return args.run(args)
 

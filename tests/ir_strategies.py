@@ -1,6 +1,6 @@
 """Hypothesis strategies that build random valid ``KernelIR`` objects directly (no front end).
 
-Random terms of every kind over random feature subsets, a random DAG of sums and
+Random terms of every kind of the registry (``kinds.KINDS``) over random feature subsets, a random DAG of sums and
 products in which nodes may have several parents, learned and fixed-weight sums,
 and lengthscale / weight slots in a shuffled order so that backends cannot rely on
 slots following the terms.
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from kerneldsl.compiler.ir import BASE_KINDS, KernelIR, Product, Span, Sum, Term
+from kerneldsl.compiler.ir import KernelIR, Product, Span, Sum, Term
+from kerneldsl.compiler.kinds import KIND_NAMES
 
 SPAN = Span(1, 1, 1, 2)
 
@@ -27,7 +28,7 @@ def levels_of(num_terms: int, nodes: list[Sum | Product]) -> tuple[tuple[int, ..
 
 @st.composite
 def kernel_irs(draw, max_features: int = 4, max_terms: int = 5, max_composites: int = 4,
-               max_term_features: int = 3, kinds: tuple[str, ...] = BASE_KINDS) -> KernelIR:
+               max_term_features: int = 3, kinds: tuple[str, ...] = KIND_NAMES) -> KernelIR:
     """A random valid ``KernelIR``; every node is reachable from the root."""
     num_features = draw(st.integers(1, max_features))
     features = tuple(f"x{i}" for i in range(num_features))

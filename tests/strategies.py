@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-KINDS = ("matern12", "matern32", "matern52", "rbf", "categorical", "hamming")
+from kerneldsl.compiler.kinds import BY_FUNCTION
+
+KINDS = tuple(BY_FUNCTION)
+"""Every base-kernel function of the language: each kind's name and aliases, from the registry."""
 
 
 @dataclass(frozen=True)

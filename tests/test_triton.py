@@ -30,6 +30,7 @@ import kerneldsl as kd  # noqa: E402
 from kerneldsl.compiler.backends import get_backend  # noqa: E402
 from kerneldsl.compiler.backends.triton_codegen import generate  # noqa: E402
 from kerneldsl.compiler.backends.triton_kernel import BlockConfig  # noqa: E402
+from kerneldsl.compiler.kinds import KIND_NAMES  # noqa: E402
 from harness import assert_close, random_hyperparameters, slot_gradients  # noqa: E402
 from ir_strategies import kernel_irs  # noqa: E402
 
@@ -40,7 +41,7 @@ TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4}
 CANONICAL = {
     "single_term": ("matern52({e, b})", ["e", "b"]),
     "all_kinds": ("regime = matern52({e, b}) * rbf({w})\n"
-                  "arch = matern12({a1}) + categorical({r1, r2})\n"
+                  "arch = matern12({a1}) + categorical({r1, r2}) + laplace({b, a1})\n"
                   "regime + arch + regime * (0.25 * matern32({b}) + 0.75 * arch)",
                   ["e", "b", "w", "a1", "r1", "r2"]),
     "fixed_weights": ("0.3 * rbf({x}) + 0.7 * matern12({y}) * categorical({z})", ["x", "y", "z"]),
@@ -147,6 +148,11 @@ def test_random_programs_match_reference(ir, mode, dtype, batch_shape):
     check_against_reference(ir, mode, dtype, batch_shape, seed=len(ir.terms))
 
 
+def test_all_kinds_program_has_every_kind_of_the_registry():
+    """A new kind must join the ``all_kinds`` program (and its golden file): it is how every kind is tested."""
+    assert {t.kind for t in kd.compile_ir(*CANONICAL["all_kinds"]).terms} == set(KIND_NAMES)
+
+
 @pytest.mark.parametrize("mode", ["full", "symmetric", "diag"])
 def test_all_kinds_match_reference_batched(mode):
     ir = kd.compile_ir(*CANONICAL["all_kinds"])
@@ -210,8 +216,8 @@ def test_backward_is_deterministic():
 
 
 def test_zero_distance_gradients_are_finite_and_zero():
-    """At x1 == x2 every term's gradient is zero (matern12 and categorical: the 0 subgradient)."""
-    ir = kd.compile_ir("matern12({a}) + categorical({b}) + matern52({a, b}) + rbf({b})", ["a", "b"])
+    """At x1 == x2 every kind's gradient is zero (matern12, categorical, laplace: the 0 subgradient)."""
+    ir = kd.compile_ir(" + ".join(f"{kind}({{a, b}})" for kind in KIND_NAMES), ["a", "b"])
     tk, _ = make_pair(ir, (), torch.float64, seed=1)
     x = torch.tensor([[0.3, 1.0]], dtype=torch.float64, requires_grad=True)
     y = x.detach().clone().requires_grad_()

@@ -1,8 +1,9 @@
 """The ``reference`` backend: the kernel as a plain tree of gpytorch modules.
 
 It is the correctness oracle and the speed baseline of the compiled backends, so
-it stays plainly gpytorch: ``MaternKernel``/``RBFKernel`` per term, ``ProductKernel``
-for products, a small ``WeightedSumKernel`` for sums, ``ScaleKernel`` on top.
+it stays plainly gpytorch: each term's module from ``kinds.KINDS`` (``MaternKernel``,
+``RBFKernel``, ...), ``ProductKernel`` for products, a small ``WeightedSumKernel`` for
+sums, ``ScaleKernel`` on top.
 A node shared in the DAG is one module instance used in several places.
 """
 
@@ -10,33 +11,15 @@ from __future__ import annotations
 
 import torch
 from gpytorch import settings
-from gpytorch.kernels import Kernel, MaternKernel, ProductKernel, RBFKernel, ScaleKernel
+from gpytorch.kernels import Kernel, ProductKernel, ScaleKernel
 from linear_operator import to_dense
 
 from ..errors import KernelError
 from ..ir import KernelIR, Product, Sum, Term
+from ..kinds import kind_of
 from ..options import KernelOptions
 from ..priors import DirichletPrior
 from .common import HyperparameterMixin, check_inputs
-
-_MATERN_NU = {"matern12": 0.5, "matern32": 1.5, "matern52": 2.5}
-
-
-class CategoricalKernel(Kernel):
-    """``exp(-sum_f |x1_f - x2_f| / l_f)``: an exponential kernel in the L1 metric.
-
-    For one-hot / n-hot columns; gpytorch has none (botorch's ``CategoricalKernel``
-    uses the mean of inequality indicators, a different kernel).
-    """
-
-    has_lengthscale = True
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False, **params) -> torch.Tensor:
-        x1_ = x1.div(self.lengthscale)
-        x2_ = x2.div(self.lengthscale)
-        if diag:
-            return torch.exp(-(x1_ - x2_).abs().sum(-1))
-        return torch.exp(-(x1_.unsqueeze(-2) - x2_.unsqueeze(-3)).abs().sum(-1))
 
 
 class WeightedSumKernel(Kernel):
@@ -184,13 +167,7 @@ def _term_module(term: Term, batch_shape: torch.Size, options: KernelOptions) ->
     kwargs = dict(ard_num_dims=len(term.features), active_dims=torch.tensor(term.features, dtype=torch.long),
                   batch_shape=batch_shape, lengthscale_prior=options.lengthscale_prior,
                   lengthscale_constraint=options.lengthscale_constraint)
-    if term.kind in _MATERN_NU:
-        return MaternKernel(nu=_MATERN_NU[term.kind], **kwargs)
-    if term.kind == "rbf":
-        return RBFKernel(**kwargs)
-    if term.kind == "categorical":
-        return CategoricalKernel(**kwargs)
-    raise KernelError(f"term '{term.label}' has unknown kind '{term.kind}'")
+    return kind_of(term.kind, term.label).math.reference(**kwargs)
 
 
 def _check_slots(ir: KernelIR) -> None:

@@ -5,10 +5,11 @@ over contiguous memory):
 
 1. per-feature differences ``delta [*, features, pairs]`` (all ``n*m`` pairs; only
    the ``n(n+1)/2`` upper-triangular ones when ``x1`` is ``x2``; ``n`` for ``diag``);
-2. scaled distances of all terms of a kind in one matmul: ``d2 = W @ delta**2``
-   with ``W[t, f] = 1 / l_slot**2`` (``1 / l`` and ``|delta|`` for categorical
-   terms), so nothing of size (term, feature) slots x pairs is built;
-3. base kernels per kind block (matern as fused autograd functions of ``d2``);
+2. scaled distances of all terms of one distance type (``kinds.Distance``) in one
+   matmul: ``d2 = W @ delta**2`` with ``W[t, f] = 1 / l_slot**2`` (``1 / l`` and
+   ``|delta|`` for absolute distances), so nothing of size (term, feature) slots x
+   pairs is built;
+3. base kernels per kind block: each kind's torch function of the distance (``kinds.KINDS``);
 4. per level: all weighted sums as matmuls with [sums x children] weight matrices
    built from the softmaxed logits, all products as one gather + ``prod``;
 5. ``outputscale * root``, mirrored into the symmetric matrix by a gather.
@@ -21,25 +22,21 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import KernelError
 from ..ir import KernelIR, Product, Sum
+from ..kinds import KINDS, Distance, kind_of
 from ..options import KernelOptions
 from .common import check_inputs
 from .flat_params import FlatParameterKernel
-
-_SQUARED_KINDS = ("matern12", "matern32", "matern52", "rbf")
-_ABS_KINDS = ("categorical",)
-_SQRT3 = math.sqrt(3.0)
-_SQRT5 = math.sqrt(5.0)
 
 
 @dataclass(frozen=True)
 class _Stage:
     """One distance stage: its input columns and where each lengthscale slot lands in ``W [terms, features]``."""
 
+    distance: Distance
     features: tuple[int, ...]
     """Input columns the stage's terms read (columns of W)."""
     num_terms: int
@@ -48,6 +45,8 @@ class _Stage:
     """Flat position ``term_row * len(features) + feature_column`` in W of each entry."""
     slots: tuple[int, ...]
     """Lengthscale slot of each entry."""
+    kind_blocks: tuple[tuple[str, int, int], ...]
+    """(kind, first row, end row) of the stage's distance table per kind, in block order."""
 
 
 @dataclass(frozen=True)
@@ -78,14 +77,13 @@ class _Level:
 class _Plan:
     """Everything forward needs, computed once from the IR.
 
-    Values live in blocks ``[*, rows, pairs]``: one per base-kernel kind, then per
+    Values live in blocks ``[*, rows, pairs]``: one per base-kernel kind (in ``KINDS`` order
+    within each stage, squared stage first), then per
     level one for its sums and one for its products. A node is a (block, row).
     """
 
     squared: _Stage
     absolute: _Stage
-    kind_blocks: tuple[tuple[str, int, int], ...]
-    """(kind, first row, end row) of the squared stage's distance table per kind, in block order."""
     levels: tuple[_Level, ...]
     block_rows: tuple[int, ...]
     root: tuple[int, int]
@@ -95,10 +93,8 @@ class _Plan:
 
 
 def _plan(ir: KernelIR) -> _Plan:
-    known = set(_SQUARED_KINDS) | set(_ABS_KINDS)
     for term in ir.terms:
-        if term.kind not in known:
-            raise KernelError(f"term '{term.label}' has unknown kind '{term.kind}'")
+        kind_of(term.kind, term.label)  # an unknown kind is an error
     location: dict[int, tuple[int, int]] = {}  # node id -> (block, row)
     block_rows: list[int] = []
 
@@ -106,16 +102,16 @@ def _plan(ir: KernelIR) -> _Plan:
         location.update({n: (len(block_rows), row) for row, n in enumerate(members)})
         block_rows.append(len(members))
 
-    kind_blocks, order_sq = [], []
-    for kind in _SQUARED_KINDS:
-        members = [t for t, term in enumerate(ir.terms) if term.kind == kind]
-        if members:
-            kind_blocks.append((kind, len(order_sq), len(order_sq) + len(members)))
-            add_block(members)
-            order_sq += members
-    order_abs = [t for t, term in enumerate(ir.terms) if term.kind in _ABS_KINDS]
-    if order_abs:
-        add_block(order_abs)
+    stages = {}
+    for distance in Distance:
+        kind_blocks, order = [], []
+        for name in (name for name, kind in KINDS.items() if kind.distance is distance):
+            members = [t for t, term in enumerate(ir.terms) if term.kind == name]
+            if members:
+                kind_blocks.append((name, len(order), len(order) + len(members)))
+                add_block(members)
+                order += members
+        stages[distance] = _stage(ir, distance, order, tuple(kind_blocks))
 
     fixed: list[float] = []
     levels = []
@@ -132,11 +128,12 @@ def _plan(ir: KernelIR) -> _Plan:
     for g, group in enumerate(ir.weight_groups()):
         for s in group:
             group_of_slot[s] = g
-    return _Plan(_stage(ir, order_sq), _stage(ir, order_abs), tuple(kind_blocks), tuple(levels),
+    return _Plan(stages[Distance.SQUARED], stages[Distance.ABSOLUTE], tuple(levels),
                  tuple(block_rows), location[ir.root], tuple(group_of_slot), tuple(fixed))
 
 
-def _stage(ir: KernelIR, order: list[int]) -> _Stage:
+def _stage(ir: KernelIR, distance: Distance, order: list[int],
+           kind_blocks: tuple[tuple[str, int, int], ...]) -> _Stage:
     """The distance stage of the terms ``order`` (rows of its table, in that order)."""
     features = sorted({f for t in order for f in ir.terms[t].features})
     column = {f: i for i, f in enumerate(features)}
@@ -145,7 +142,7 @@ def _stage(ir: KernelIR, order: list[int]) -> _Stage:
         for f, s in zip(ir.terms[t].features, ir.terms[t].lengthscales):
             positions.append(row * len(features) + column[f])
             slots.append(s)
-    return _Stage(tuple(features), len(order), tuple(positions), tuple(slots))
+    return _Stage(distance, tuple(features), len(order), tuple(positions), tuple(slots), kind_blocks)
 
 
 def _sum_sources(ir: KernelIR, sums: list[int], location: dict[int, tuple[int, int]],
@@ -236,14 +233,12 @@ class TorchKernel(FlatParameterKernel):
         inverse = self.lengthscale.to(dtype).reciprocal()
 
         blocks: list[torch.Tensor] = []
-        if plan.kind_blocks:
-            d2 = self._distances(x1, x2, pairs, "squared", inverse.square(), square=True,
-                                 row_blocks=[(start, stop) for _, start, stop in plan.kind_blocks])
-            blocks += [_base_kernel(kind, d) for (kind, _, _), d in zip(plan.kind_blocks, d2)]
-        if plan.absolute.num_terms:
-            (d1,) = self._distances(x1, x2, pairs, "absolute", inverse, square=False,
-                                    row_blocks=[(0, plan.absolute.num_terms)])
-            blocks.append(torch.exp(-d1))
+        for stage in (plan.squared, plan.absolute):
+            if stage.num_terms:
+                square = stage.distance is Distance.SQUARED
+                tables = self._distances(x1, x2, pairs, stage.distance.value, inverse.square() if square else inverse,
+                                         square, [(start, stop) for _, start, stop in stage.kind_blocks])
+                blocks += [KINDS[kind].math.torch(d) for (kind, _, _), d in zip(stage.kind_blocks, tables)]
 
         weights = torch.cat([_grouped_softmax(self.weight_logits.to(dtype), self._get("weight_groups")),
                              self._fixed_weights.to(dtype).expand(*batch, -1)], dim=-1)
@@ -367,53 +362,6 @@ def _batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """
     batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     return a.expand(*batch, *a.shape[-2:]) @ b.expand(*batch, *b.shape[-2:])
-
-
-def _base_kernel(kind: str, d2: torch.Tensor) -> torch.Tensor:
-    """Base kernel values from squared scaled distances."""
-    if kind == "rbf":
-        return torch.exp(-0.5 * d2)
-    return _Matern.apply(d2, kind)
-
-
-class _Matern(torch.autograd.Function):
-    """Matern kernels as functions of the squared distance, with hand-written derivatives.
-
-    As functions of ``d2`` matern32/52 are smooth at 0 (``dk/dd2 = -3/2 e^{-a}`` and
-    ``-5/6 (1 + a) e^{-a}``), so their gradients are exact at zero distance with no
-    safe-sqrt trick; matern12 (``-e^{-r} / 2r``) gets the subgradient 0 there. Fusing
-    the formula also keeps only two tables per kind for backward.
-    """
-
-    @staticmethod
-    def forward(ctx, d2: torch.Tensor, kind: str) -> torch.Tensor:
-        ctx.kind = kind
-        if kind == "matern12":
-            r = d2.sqrt()
-            value = r.neg().exp_()
-            ctx.save_for_backward(r, value)
-            return value
-        a = d2.sqrt().mul_(_SQRT3 if kind == "matern32" else _SQRT5)
-        e = a.neg().exp_()
-        if kind == "matern32":
-            ctx.save_for_backward(e)
-            return (a + 1.0).mul_(e)
-        ctx.save_for_backward(a, e)
-        return torch.add(a, d2, alpha=5.0 / 3.0).add_(1.0).mul_(e)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        if ctx.kind == "matern12":
-            r, value = ctx.saved_tensors
-            slope = torch.where(r > 0, value / r, 0.0).mul_(-0.5)
-        elif ctx.kind == "matern32":
-            (e,) = ctx.saved_tensors
-            slope = e * -1.5
-        else:
-            a, e = ctx.saved_tensors
-            slope = (a + 1.0).mul_(e).mul_(-5.0 / 6.0)
-        return slope.mul_(grad), None
 
 
 def _grouped_softmax(logits: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:

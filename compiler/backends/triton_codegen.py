@@ -12,12 +12,13 @@ lengthscales, weights and the output scale are loaded from parameter tensors
   dL/dx1, dL/dx2 (reduced afterwards by one torch sum: deterministic, no atomics);
 - ``kd_backward_diag``: the same for the diag path.
 
-Math of the backward pass (``d = x1_f - x2_f``, ``c = 1 / l^2``): a stationary term
-``v = phi(r)`` with ``r^2 = sum_f c_f d_f^2`` has ``g = phi'(r) / r`` (finite
-everywhere; for matern12 it is set to 0 at r = 0, the symmetric subgradient), and
-``dv/dx1_f = g c_f d_f``, ``dv/dl_f = -g c_f d_f^2 / l_f``. A categorical term
-``v = exp(-sum_f |d_f| / l_f)`` has ``dv/dx1_f = -v sign(d_f) / l_f`` (sign(0) = 0)
-and ``dv/dl_f = v |d_f| / l_f^2``.
+Each term's value ``v`` and slope ``g`` come from its kind's entry in ``kinds.KINDS``
+as a function of one distance variable; the chain rule through the distance is the
+distance type's (``_DISTANCE_CODE``, math in ``kinds.Distance``). With
+``d = x1_f - x2_f``, ``c = 1 / l^2``, ``il = 1 / l``: a squared distance ``r2 = sum_f c_f d_f^2``
+gives ``dv/dx1_f = g c_f d_f`` and ``dv/dl_f = -g c_f d_f^2 / l_f``; an absolute one
+``s = sum_f il_f |d_f|`` gives ``dv/dx1_f = g il_f sign(d_f)`` (sign(0) = 0) and
+``dv/dl_f = -g il_f^2 |d_f|``.
 """
 
 from __future__ import annotations
@@ -25,13 +26,43 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir import KernelIR, Product, Sum, Term
+from ..kinds import Distance, kind_of
 
 CODEGEN_VERSION = "1"
 """Bumped whenever the generated code changes meaning (part of the cache key)."""
 
-_SQRT3 = 1.7320508075688772
-_SQRT5 = 2.23606797749979
-_RADIAL = ("matern12", "matern32", "matern52", "rbf")
+
+@dataclass(frozen=True)
+class _DistanceCode:
+    """Source templates of one distance type; fields ``f`` (feature), ``s`` (slot), ``t`` (term)."""
+
+    power: str
+    """Per feature: the power of the difference ``d{f}`` that the distance sums."""
+    inverse: str
+    """Per lengthscale slot: the factor of the power in the distance."""
+    term: str
+    """One (feature, slot) summand of the distance."""
+    lengthscale_gradient: str
+    """One (term, feature) contribution to dL/dl, from ``h{t} = dL/dv * g``."""
+    x_factor: str
+    """Per (term, feature): its summand of the factor of ``x_factor_of`` in dL/dx1."""
+    x_factor_of: str
+    """Per feature: what the summed ``x_factor`` terms multiply in dL/dx1."""
+    backward: tuple[str, ...] = ()
+    """Extra per-feature lines of the backward kernels."""
+
+
+_DISTANCE_CODE = {
+    Distance.SQUARED: _DistanceCode(
+        power="sq{f} = d{f} * d{f}", inverse="c{s} = 1.0 / (l{s} * l{s})", term="sq{f} * c{s}",
+        lengthscale_gradient="tl.reduce(h{t} * sq{f}, None, _add) * (-c{s} / l{s})",
+        x_factor="c{s} * h{t}", x_factor_of="d{f}"),
+    Distance.ABSOLUTE: _DistanceCode(
+        power="ad{f} = tl.abs(d{f})", inverse="il{s} = 1.0 / l{s}", term="ad{f} * il{s}",
+        lengthscale_gradient="tl.reduce(h{t} * ad{f}, None, _add) * (-il{s} * il{s})",
+        x_factor="h{t} * il{s}", x_factor_of="sg{f}",
+        backward=("sg{f} = (d{f} > 0).to(d{f}.dtype) - (d{f} < 0).to(d{f}.dtype)",)),
+}
 
 
 @dataclass(frozen=True)
@@ -74,13 +105,12 @@ class _Plan:
         self.composites = [k for k in self.order if k >= ir.num_terms]
         self.features = sorted({f for t in self.terms for f in ir.terms[t].features})
         self.compact = {f: i for i, f in enumerate(self.features)}
-        radial = [ir.terms[t] for t in self.terms if ir.terms[t].kind in _RADIAL]
-        categorical = [ir.terms[t] for t in self.terms if ir.terms[t].kind == "categorical"]
-        self.sq_features = sorted({f for term in radial for f in term.features})
-        self.abs_features = sorted({f for term in categorical for f in term.features})
-        self.radial_slots = sorted({s for term in radial for s in term.lengthscales})
-        self.categorical_slots = sorted({s for term in categorical for s in term.lengthscales})
-        self.slots = sorted(set(self.radial_slots) | set(self.categorical_slots))
+        self.distance = {t: kind_of(ir.terms[t].kind, ir.terms[t].label).distance for t in self.terms}
+        self.distance_features = {d: {f for t in self.terms if self.distance[t] is d for f in ir.terms[t].features}
+                                  for d in Distance}
+        self.distance_slots = {d: {s for t in self.terms if self.distance[t] is d for s in ir.terms[t].lengthscales}
+                               for d in Distance}
+        self.slots = sorted({s for t in self.terms for s in ir.terms[t].lengthscales})
         self.weight_slots = sorted({s for k in self.composites
                                     for s in getattr(ir.node(k), "weights", ())})
 
@@ -213,10 +243,9 @@ class _Generator:
             out("ls_row = ls_ptr + b * ls_sb")
         for s in plan.slots:
             out(f"l{s} = tl.load(ls_row + {s} * ls_sp)  # {names[s]}")
-            if s in plan.radial_slots:
-                out(f"c{s} = 1.0 / (l{s} * l{s})")
-            if s in plan.categorical_slots:
-                out(f"il{s} = 1.0 / l{s}")
+            for distance, code in _DISTANCE_CODE.items():
+                if s in plan.distance_slots[distance]:
+                    out(code.inverse.format(s=s))
         if plan.weight_slots:
             out("# softmaxed sum weights")
             out("w_row = w_ptr + b * w_sb")
@@ -235,12 +264,11 @@ class _Generator:
             out(f"x1_{f} = tl.load(x1_rows + {f} * x1_sd, mask=rmask, other=0.0)")
             out(f"x2_{f} = tl.load(x2_rows + {f} * x2_sd, mask={x2_mask}, other=0.0)")
             out(f"d{f} = x1_{f} - x2_{f}" if diag else f"d{f} = x1_{f}[:, None] - x2_{f}[None, :]")
-            if f in plan.sq_features:
-                out(f"sq{f} = d{f} * d{f}")
-            if f in plan.abs_features:
-                out(f"ad{f} = tl.abs(d{f})")
-            if backward and f in plan.abs_features:
-                out(f"sg{f} = (d{f} > 0).to(d{f}.dtype) - (d{f} < 0).to(d{f}.dtype)")
+            used = [code for distance, code in _DISTANCE_CODE.items() if f in plan.distance_features[distance]]
+            for code in used:
+                out(code.power.format(f=f))
+            for line in (line for code in used for line in code.backward) if backward else ():
+                out(line.format(f=f))
 
     def _values(self, out: _Lines, backward: bool) -> None:
         """Every reachable node's value ``v<id>`` (and each term's slope ``g<id>`` for backward)."""
@@ -258,33 +286,12 @@ class _Generator:
                 out(f"v{k} = " + " + ".join(f"{w} * v{c}" for w, c in zip(weights, node.children)))
 
     def _term_value(self, out: _Lines, k: int, term: Term, backward: bool) -> None:
-        pairs = list(zip(term.features, term.lengthscales))
-        if term.kind == "categorical":
-            out(f"v{k} = tl.exp(-(" + " + ".join(f"ad{f} * il{s}" for f, s in pairs) + "))")
-            return
-        out(f"r2_{k} = " + " + ".join(f"sq{f} * c{s}" for f, s in pairs))
-        if term.kind == "rbf":
-            out(f"v{k} = tl.exp(-0.5 * r2_{k})")
-            if backward:
-                out(f"g{k} = -v{k}")
-            return
-        out(f"r_{k} = tl.sqrt(r2_{k})")
-        if term.kind == "matern12":
-            out(f"v{k} = tl.exp(-r_{k})")
-            if backward:
-                out(f"g{k} = tl.where(r2_{k} > 0, -v{k} / tl.where(r2_{k} > 0, r_{k}, 1.0), 0.0)  # 0 at r = 0")
-        elif term.kind == "matern32":
-            out(f"e_{k} = tl.exp(-{_float(_SQRT3)} * r_{k})")
-            out(f"v{k} = (1.0 + {_float(_SQRT3)} * r_{k}) * e_{k}")
-            if backward:
-                out(f"g{k} = -3.0 * e_{k}")
-        elif term.kind == "matern52":
-            out(f"e_{k} = tl.exp(-{_float(_SQRT5)} * r_{k})")
-            out(f"v{k} = (1.0 + {_float(_SQRT5)} * r_{k} + {_float(5 / 3)} * r2_{k}) * e_{k}")
-            if backward:
-                out(f"g{k} = -{_float(5 / 3)} * (1.0 + {_float(_SQRT5)} * r_{k}) * e_{k}")
-        else:
-            raise ValueError(f"unknown base kernel kind {term.kind!r}")
+        kind = kind_of(term.kind, term.label)
+        code = _DISTANCE_CODE[kind.distance]
+        distance = f"{kind.distance.variable}{k}"
+        out(f"{distance} = " + " + ".join(code.term.format(f=f, s=s) for f, s in zip(term.features, term.lengthscales)))
+        for line in kind.math.triton_value(k, distance) + (kind.math.triton_slope(k, distance) if backward else ()):
+            out(line)
 
     # --- forward -------------------------------------------------------------------
     def _forward(self, diag: bool) -> str:
@@ -364,22 +371,15 @@ class _Generator:
                 for i, c in enumerate(node.children):
                     others = [f"v{o}" for j, o in enumerate(node.children) if j != i]
                     add_adjoint(c, " * ".join([f"a{k}", *others]))
-        radial_x: dict[int, list[str]] = {}  # feature -> terms of sum_t c h_t, the factor of d
-        sign_x: dict[int, list[str]] = {}  # feature -> terms of the factor of sign(d)
+        x_factors: dict[tuple[Distance, int], list[str]] = {}  # (distance, feature) -> summands of x_factor
         for t in plan.terms:
             term = ir.terms[t]
+            code = _DISTANCE_CODE[plan.distance[t]]
             out(f"# {describe_node(ir, t)}")
-            pairs = list(zip(term.features, term.lengthscales))
-            if term.kind == "categorical":
-                out(f"h{t} = a{t} * v{t}")
-                for f, s in pairs:
-                    grads.setdefault(f"l{s}", []).append(f"tl.reduce(h{t} * ad{f}, None, _add) * (il{s} * il{s})")
-                    sign_x.setdefault(f, []).append(f"h{t} * il{s}")
-            else:
-                out(f"h{t} = a{t} * g{t}")
-                for f, s in pairs:
-                    grads.setdefault(f"l{s}", []).append(f"tl.reduce(h{t} * sq{f}, None, _add) * (-c{s} / l{s})")
-                    radial_x.setdefault(f, []).append(f"c{s} * h{t}")
+            out(f"h{t} = a{t} * g{t}")
+            for f, s in zip(term.features, term.lengthscales):
+                grads.setdefault(f"l{s}", []).append(code.lengthscale_gradient.format(t=t, f=f, s=s))
+                x_factors.setdefault((plan.distance[t], f), []).append(code.x_factor.format(t=t, f=f, s=s))
         out("# partial dL/d(lengthscales, weights, outputscale) of this program")
         out(f"gp = gparam_ptr + (b * tl.num_programs(0) + {'bm' if diag else 't'}) * {self.num_slots}")
         for slot in range(self.num_slots):
@@ -408,9 +408,8 @@ class _Generator:
             out("gx2_rows = gx2_ptr + b * gx2_sb + cslot * gx2_ss + cols * gx2_sn", 2)
         for f in plan.features:
             i = plan.compact[f]
-            expr = f"({' + '.join(radial_x[f])}) * d{f}" if f in radial_x else ""
-            if f in sign_x:
-                expr += f"{' - ' if expr else '-'}({' + '.join(sign_x[f])}) * sg{f}"
+            expr = " + ".join(f"({' + '.join(x_factors[d, f])}) * {code.x_factor_of.format(f=f)}"
+                              for d, code in _DISTANCE_CODE.items() if (d, f) in x_factors)
             out(f"xg{f} = {expr}  # dL/dx1 of {ir.features[f]}, per pair", 2)
             if diag:
                 out(f"tl.store(gx1_rows + {i}, xg{f}, mask=rmask)", 2)

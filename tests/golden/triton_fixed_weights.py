@@ -71,7 +71,8 @@ def kd_forward(
     r_1 = tl.sqrt(r2_1)
     v1 = tl.exp(-r_1)
     # term 2: categorical(z)
-    v2 = tl.exp(-(ad2 * il2))
+    s_2 = ad2 * il2
+    v2 = tl.exp(-s_2)
     # product 3: matern12(y)*categorical(z)
     v3 = v1 * v2
     # sum 4: kernel
@@ -132,7 +133,8 @@ def kd_forward_diag(
     r_1 = tl.sqrt(r2_1)
     v1 = tl.exp(-r_1)
     # term 2: categorical(z)
-    v2 = tl.exp(-(ad2 * il2))
+    s_2 = ad2 * il2
+    v2 = tl.exp(-s_2)
     # product 3: matern12(y)*categorical(z)
     v3 = v1 * v2
     # sum 4: kernel
@@ -198,7 +200,9 @@ def kd_backward(
     v1 = tl.exp(-r_1)
     g1 = tl.where(r2_1 > 0, -v1 / tl.where(r2_1 > 0, r_1, 1.0), 0.0)  # 0 at r = 0
     # term 2: categorical(z)
-    v2 = tl.exp(-(ad2 * il2))
+    s_2 = ad2 * il2
+    v2 = tl.exp(-s_2)
+    g2 = -v2
     # product 3: matern12(y)*categorical(z)
     v3 = v1 * v2
     # sum 4: kernel
@@ -225,12 +229,12 @@ def kd_backward(
     # term 1: matern12(y)
     h1 = a1 * g1
     # term 2: categorical(z)
-    h2 = a2 * v2
+    h2 = a2 * g2
     # partial dL/d(lengthscales, weights, outputscale) of this program
     gp = gparam_ptr + (b * tl.num_programs(0) + t) * 4
     tl.store(gp + 0, tl.reduce(h0 * sq0, None, _add) * (-c0 / l0))  # rbf(x).lengthscale[x]
     tl.store(gp + 1, tl.reduce(h1 * sq1, None, _add) * (-c1 / l1))  # matern12(y).lengthscale[y]
-    tl.store(gp + 2, tl.reduce(h2 * ad2, None, _add) * (il2 * il2))  # categorical(z).lengthscale[z]
+    tl.store(gp + 2, tl.reduce(h2 * ad2, None, _add) * (-il2 * il2))  # categorical(z).lengthscale[z]
     tl.store(gp + 3, g_scale)  # outputscale
     if WITH_X_GRAD:
         # partial dL/dx1 (row sums) and dL/dx2 (column sums), one column per used feature
@@ -247,7 +251,7 @@ def kd_backward(
         xg1 = (c1 * h1) * d1  # dL/dx1 of y, per pair
         tl.store(gx1_rows + 1, tl.reduce(xg1, 1, _add), mask=rmask)
         tl.store(gx2_rows + 1, -tl.reduce(xg1, 0, _add), mask=cmask)
-        xg2 = -(h2 * il2) * sg2  # dL/dx1 of z, per pair
+        xg2 = (h2 * il2) * sg2  # dL/dx1 of z, per pair
         tl.store(gx1_rows + 2, tl.reduce(xg2, 1, _add), mask=rmask)
         tl.store(gx2_rows + 2, -tl.reduce(xg2, 0, _add), mask=cmask)
 
@@ -303,7 +307,9 @@ def kd_backward_diag(
     v1 = tl.exp(-r_1)
     g1 = tl.where(r2_1 > 0, -v1 / tl.where(r2_1 > 0, r_1, 1.0), 0.0)  # 0 at r = 0
     # term 2: categorical(z)
-    v2 = tl.exp(-(ad2 * il2))
+    s_2 = ad2 * il2
+    v2 = tl.exp(-s_2)
+    g2 = -v2
     # product 3: matern12(y)*categorical(z)
     v3 = v1 * v2
     # sum 4: kernel
@@ -324,12 +330,12 @@ def kd_backward_diag(
     # term 1: matern12(y)
     h1 = a1 * g1
     # term 2: categorical(z)
-    h2 = a2 * v2
+    h2 = a2 * g2
     # partial dL/d(lengthscales, weights, outputscale) of this program
     gp = gparam_ptr + (b * tl.num_programs(0) + bm) * 4
     tl.store(gp + 0, tl.reduce(h0 * sq0, None, _add) * (-c0 / l0))  # rbf(x).lengthscale[x]
     tl.store(gp + 1, tl.reduce(h1 * sq1, None, _add) * (-c1 / l1))  # matern12(y).lengthscale[y]
-    tl.store(gp + 2, tl.reduce(h2 * ad2, None, _add) * (il2 * il2))  # categorical(z).lengthscale[z]
+    tl.store(gp + 2, tl.reduce(h2 * ad2, None, _add) * (-il2 * il2))  # categorical(z).lengthscale[z]
     tl.store(gp + 3, g_scale)  # outputscale
     if WITH_X_GRAD:
         # partial dL/dx1 (row sums) and dL/dx2 (column sums), one column per used feature
@@ -341,6 +347,6 @@ def kd_backward_diag(
         xg1 = (c1 * h1) * d1  # dL/dx1 of y, per pair
         tl.store(gx1_rows + 1, xg1, mask=rmask)
         tl.store(gx2_rows + 1, -xg1, mask=rmask)
-        xg2 = -(h2 * il2) * sg2  # dL/dx1 of z, per pair
+        xg2 = (h2 * il2) * sg2  # dL/dx1 of z, per pair
         tl.store(gx1_rows + 2, xg2, mask=rmask)
         tl.store(gx2_rows + 2, -xg2, mask=rmask)
