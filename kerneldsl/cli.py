@@ -95,7 +95,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     from .bench import BenchError, bench
     from .compiler.lower import compile_ir
-    from .parameters import SpaceError
+    from .space.parameters import SpaceError
     from .space_module import load_space_module
 
     source = _read_source(args.source, "kernel file ")
