@@ -17,11 +17,6 @@ from .space.parameters import SpaceError
 from .space.space import Space
 from .space.transforms import Chain
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SPACE_MODULE = REPO_ROOT / "examples" / "mnist_space.py"
-"""The MNIST example's module, when running from a checkout of the repository."""
-
-
 @dataclass(frozen=True)
 class SpaceModule:
     """What the module provides: the space of the sweep and the chain from search points to features."""
