@@ -34,7 +34,8 @@ from ..space.space import Space
 from .journal import Journal, JournalError, read_journal
 from .proposals import ModelData, Proposer, TrainingData
 from .results import TickTockResult, best_feasible
-from .runner import Outcome, TrialRunner, as_number, outcome_of
+from .executors import TrialCall, trial_pool
+from .runner import Outcome, as_number, outcome_of
 from .trial import Phase, Trial, TrialState, phase_of
 
 __all__ = ["Study", "StudyError", "FAILED_LOSS_MARGIN", "MIN_FAILED_GAP"]
@@ -376,15 +377,32 @@ class Study:
         return lost
 
     # ------------------------------------------------------------------ optimize
-    def optimize(self, objective: Callable[[dict], Mapping[str, Any]], n_trials: int | None = None, *,
-                 timeout: float | None = None, isolation: str | None = None, progress: bool = True) -> TickTockResult:
-        """Run ``objective(config) -> {"loss": ..., "cost": ...}`` on asked configs in this process and tell each.
+    def optimize(self, objective: Callable[[dict], Mapping[str, Any]], n_trials: int | None = None,
+                 executor: Any = None, n_workers: int | None = None, timeout: float | None = None, *,
+                 isolation: str | None = None, progress: bool = True) -> TickTockResult:
+        """Run ``objective(config) -> {"loss": ..., "cost": ...}`` on asked configs and tell each outcome.
 
-        Runs ``n_trials`` more trials, or (``n_trials`` None) until the study's own
-        ``n_trials``. Failures (raises, ``timeout`` seconds, bad results) become failed
-        trials with a reason (see `kerneldsl.loop.runner` for ``isolation``). Trials left
-        running by an earlier process that stopped (found in the journal) are marked
-        lost and their configs run again first, as new trials. Returns ``result()``.
+        Runs ``n_trials`` more trials, or (``n_trials`` None) until the study's own ``n_trials``.
+
+        Where trials run: without ``executor``, in this process one at a time (``n_workers=1``;
+        ``isolation`` and ``timeout`` as in `kerneldsl.loop.runner`), or with ``n_workers > 1``
+        in a process pool of that size that the study starts and stops (threads with
+        ``isolation="thread"``). ``executor`` may be any `concurrent.futures.Executor`
+        (``ProcessPoolExecutor``, ``ThreadPoolExecutor``) or a Dask ``distributed.Client``
+        (or its ``get_executor()``); ``n_workers`` then defaults to its number of workers.
+        The study keeps ``n_workers`` trials in flight: whenever one finishes it is told and
+        the next is asked at once (running trials are pending points of every proposal).
+        This process alone asks, tells and writes the journal.
+
+        Failures (the objective raises, runs past ``timeout`` seconds, returns bad results,
+        or its worker dies) become failed trials with a one-line reason; see
+        `kerneldsl.loop.executors` for how timeouts and dead workers are handled on each
+        kind of executor. Bad arguments (a closed executor, ``n_workers < 1``, something that
+        is not an executor, an objective that cannot be pickled for worker processes, a
+        script without ``if __name__ == "__main__":``) raise before the first trial and
+        leave the journal as it was. Trials left running by an earlier process that stopped
+        (found in the journal) are marked lost and their configs run again first, as new
+        trials. Returns ``result()``.
         """
         if n_trials is None:
             if self.n_trials is None:
@@ -395,7 +413,8 @@ class Study:
             if self.n_trials is not None and target > self.n_trials:
                 raise StudyError(f"Study.optimize(n_trials={n_trials}): the study has n_trials={self.n_trials} and "
                                  f"{self.n_counted} are asked; at most {self.n_trials - self.n_counted} more can run")
-        runner = TrialRunner(objective, timeout=timeout, isolation=isolation, positive_loss=self.log_loss)
+        pool, width = trial_pool(objective, executor, n_workers, timeout=timeout, isolation=isolation,
+                                 positive_loss=self.log_loss)
         retry = self._mark_lost()
         if retry and progress:
             print(f"{len(retry)} trial(s) were running when the study stopped: run again as new trials")
@@ -403,21 +422,53 @@ class Study:
 
         bar = tqdm(total=target, initial=self.n_counted, desc="study", unit="trial", disable=not progress,
                    dynamic_ncols=True)
+        in_flight: dict[Any, tuple[Trial, TrialCall, float, float | None]] = {}  # future -> trial, call, sent, deadline
+
+        def submit(trial: Trial, call: TrialCall) -> None:
+            sent = time.monotonic()
+            in_flight[pool.submit(call)] = (trial, call, sent, pool.deadline(sent, timeout))
+
+        interrupted = True
         try:
             self._postfix(bar)
-            while self.n_counted < target:
-                position = self.n_counted
-                phase = (Phase.INIT if position < self.n_initial
-                         else phase_of(position - self.n_initial + 1, self.tick_ratio))
-                bar.set_description(f"study ({phase.value})")
-                trial = self._ask(1, retry=retry)[0]
-                retry = retry[1:]
-                self._finish(trial, runner(trial.config))
-                bar.update(1)
+            while True:
+                free = min(width - len(in_flight), target - self.n_counted)
+                if free > 0:
+                    position = self.n_counted
+                    phase = (Phase.INIT if position < self.n_initial
+                             else phase_of(position - self.n_initial + 1, self.tick_ratio))
+                    bar.set_description(f"study ({phase.value})")
+                    asked = self._ask(free, retry=retry)
+                    retry = retry[min(len(retry), free):]
+                    for trial in asked:
+                        submit(trial, TrialCall(trial.id, objective, trial.config, self.log_loss, timeout))
+                if not in_flight:
+                    break
+                deadlines = [deadline for *_, deadline in in_flight.values() if deadline is not None]
+                done = pool.wait(list(in_flight), None if not deadlines else max(0.0, min(deadlines) - time.monotonic()))
+                for future in done:
+                    trial, call, _, _ = in_flight.pop(future)
+                    outcome = pool.collect(future, call)
+                    if outcome is None:  # taken down with another trial's worker: run it again
+                        submit(trial, call)
+                        continue
+                    self._finish(trial, outcome)
+                    bar.update(1)
+                now = time.monotonic()
+                for future, (trial, call, sent, deadline) in list(in_flight.items()):
+                    if deadline is not None and now >= deadline and not future.done():
+                        del in_flight[future]
+                        how = pool.cancel(future, call)
+                        self._finish(trial, Outcome(TrialState.FAILED, error=f"timed out after {timeout:g} s ({how})",
+                                                    seconds=now - sent))
+                        bar.update(1)
                 self._postfix(bar)
+            interrupted = False
         finally:
             bar.close()
-            runner.close()
+            for future in in_flight:
+                future.cancel()
+            pool.close(interrupted=interrupted)
         return self.result()
 
     def _postfix(self, bar) -> None:
