@@ -189,8 +189,13 @@ class _ProcessPool(_Futures):
     def submit(self, call: TrialCall) -> cf.Future:
         call.marks = self.marks
         self._forget_mark(call.trial)
+        try:
+            future = self.executor.submit(call)
+        except BrokenProcessPool:  # it broke since the last wait: its trials are judged when collected
+            self._replace(self.executor)
+            future = self.executor.submit(call)
         self._on[call.trial] = self.executor
-        return self.executor.submit(call)
+        return future
 
     def collect(self, future: cf.Future, call: TrialCall) -> Outcome | None:
         exc = future.exception()
