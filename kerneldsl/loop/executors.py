@@ -13,9 +13,10 @@ What happens when things go wrong:
 
 * The objective raises or returns garbage: a failed trial with the one-line reason,
   made on the worker.
-* Timeouts (``timeout`` seconds per trial, counted from when the trial is submitted,
-  so give the executor at least ``n_workers`` workers). A running task cannot be
-  killed through the `Executor` interface, so:
+* Timeouts (``timeout`` seconds per trial; on a process pool counted from when the
+  trial starts in its worker, elsewhere from when it is submitted, so give those
+  executors at least ``n_workers`` workers). A running task cannot be killed through
+  the `Executor` interface, so:
 
   - process pools: an alarm in the worker process stops the objective at the timeout
     (`TrialTimeout` raised inside it) and the worker goes on with the next trial. An
@@ -102,8 +103,8 @@ class TrialPool:
     kind = "executor"
     owns = False
 
-    def deadline(self, submitted: float, timeout: float | None) -> float | None:
-        """When the driver gives up on a trial submitted at ``submitted`` (None: never)."""
+    def deadline(self, call: TrialCall, submitted: float, timeout: float | None) -> float | None:
+        """When (Unix time) the driver gives up on ``call``, submitted at ``submitted`` (None: never)."""
         return None if timeout is None else submitted + timeout
 
     def submit(self, call: TrialCall) -> Any:
@@ -137,7 +138,7 @@ class _InProcess(TrialPool):
     def __init__(self, runner: TrialRunner):
         self.runner = runner
 
-    def deadline(self, submitted: float, timeout: float | None) -> None:
+    def deadline(self, call: TrialCall, submitted: float, timeout: float | None) -> None:
         return None  # the runner enforces the timeout itself
 
     def submit(self, call: TrialCall) -> cf.Future:
@@ -183,8 +184,16 @@ class _ProcessPool(_Futures):
         self._reruns: dict[int, int] = {}
         self._timed_out: set[int] = set()
 
-    def deadline(self, submitted: float, timeout: float | None) -> float | None:
-        return None if timeout is None else submitted + timeout + grace_of(timeout)
+    def deadline(self, call: TrialCall, submitted: float, timeout: float | None) -> float | None:
+        """From the trial's start in its worker (its mark), so a worker starting up does not count; a trial not
+        started yet is looked at again in a second."""
+        if timeout is None:
+            return None
+        try:
+            started = os.stat(os.path.join(self.marks, f"{call.trial}.pid")).st_mtime
+        except OSError:
+            return time.time() + 1.0
+        return started + timeout + grace_of(timeout)
 
     def submit(self, call: TrialCall) -> cf.Future:
         call.marks = self.marks

@@ -422,11 +422,10 @@ class Study:
 
         bar = tqdm(total=target, initial=self.n_counted, desc="study", unit="trial", disable=not progress,
                    dynamic_ncols=True)
-        in_flight: dict[Any, tuple[Trial, TrialCall, float, float | None]] = {}  # future -> trial, call, sent, deadline
+        in_flight: dict[Any, tuple[Trial, TrialCall, float]] = {}  # future -> trial, its call, when it was sent
 
         def submit(trial: Trial, call: TrialCall) -> None:
-            sent = time.monotonic()
-            in_flight[pool.submit(call)] = (trial, call, sent, pool.deadline(sent, timeout))
+            in_flight[pool.submit(call)] = (trial, call, time.time())
 
         interrupted = True
         try:
@@ -444,18 +443,19 @@ class Study:
                         submit(trial, TrialCall(trial.id, objective, trial.config, self.log_loss, timeout))
                 if not in_flight:
                     break
-                deadlines = [deadline for *_, deadline in in_flight.values() if deadline is not None]
-                done = pool.wait(list(in_flight), None if not deadlines else max(0.0, min(deadlines) - time.monotonic()))
+                deadlines = [d for _, call, sent in in_flight.values() if (d := pool.deadline(call, sent, timeout))]
+                done = pool.wait(list(in_flight), None if not deadlines else max(0.0, min(deadlines) - time.time()))
                 for future in done:
-                    trial, call, _, _ = in_flight.pop(future)
+                    trial, call, _ = in_flight.pop(future)
                     outcome = pool.collect(future, call)
                     if outcome is None:  # taken down with another trial's worker: run it again
                         submit(trial, call)
                         continue
                     self._finish(trial, outcome)
                     bar.update(1)
-                now = time.monotonic()
-                for future, (trial, call, sent, deadline) in list(in_flight.items()):
+                now = time.time()
+                for future, (trial, call, sent) in list(in_flight.items()):
+                    deadline = pool.deadline(call, sent, timeout)
                     if deadline is not None and now >= deadline and not future.done():
                         del in_flight[future]
                         how = pool.cancel(future, call)

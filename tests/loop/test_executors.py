@@ -117,7 +117,7 @@ def test_own_process_pool_and_timeouts(tmp_path, monkeypatch):
     errors = {round(t.config["shift"], 2): t.error for t in study.trials}
     assert errors.pop(0.42) == "timed out after 1 s (stopped in the worker)"
     assert errors.pop(0.71).startswith("timed out after 1 s (it did not stop: its worker process was killed")
-    assert set(errors.values()) == {None}
+    assert set(errors.values()) == {None}, errors
     assert len(started(str(marks))) in (6, 7)  # 7 when a trial was taken down with the deaf one and ran again
 
 
