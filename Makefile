@@ -8,7 +8,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[dev]'
+	$(PIP) -e '.[dev,dask]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -4,16 +4,24 @@ An objective maps a config dict to a mapping with at least ``loss`` and
 ``cost``. Exceptions, timeouts, dead worker processes, missing keys, NaN/inf
 and non-positive values (both outputs are modelled in log space) all become a
 failed outcome with a one-line reason; only KeyboardInterrupt / SystemExit stop
-the caller.
+the caller. `call_objective` is that one call; `TrialRunner` makes it in this
+process, a thread or a worker process (`kerneldsl.loop.executors` runs it on
+process pools and Dask clusters).
 
 Time-outs (``timeout`` seconds) come in two flavours, chosen by ``isolation``:
 
 * ``"process"`` (the robust one, default when a timeout is set): trials run in a
-  persistent worker process started with the ``spawn`` method; a trial that
-  runs past its timeout gets its worker killed, and the next trial starts a new
-  one. The objective must be picklable (a module-level function or a picklable
-  callable object) and its module importable by the worker. Worker start-up
-  (importing torch, ...) happens before the trial clock starts.
+  persistent worker process (a fork of a ``forkserver`` that imported everything
+  once, or a spawned process where there is none: `kerneldsl.loop.spawn.worker_context`).
+  In the worker an alarm (``SIGALRM``, where the platform has it) stops a trial that runs past its
+  timeout by raising `TrialTimeout` inside the objective, and the worker stays up
+  for the next trial. An objective that does not stop (stuck in C code, or
+  catching ``BaseException``) is killed ``grace_of(timeout)`` seconds later and a
+  new worker started at once. The objective must be picklable (a module-level function or a
+  picklable callable object) and a script that uses this must keep its top-level
+  code under ``if __name__ == "__main__":`` (checked before the first trial, see
+  `kerneldsl.loop.spawn`). The worker starts as soon as the runner is made, and
+  before the trial clock starts.
 * ``"thread"``: the trial runs in a daemon thread and the caller stops waiting
   after ``timeout`` seconds. Python cannot stop a thread, so a timed-out trial
   keeps running in the background (using CPU and memory) until it returns; use
@@ -26,22 +34,38 @@ from __future__ import annotations
 
 import inspect
 import math
-import multiprocessing
 import numbers
-import pickle
 import reprlib
+import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from .spawn import check_main_guard, check_picklable, worker_context
 from .trial import TrialState
 
-__all__ = ["Outcome", "TrialRunner", "ISOLATIONS", "as_number", "check_result", "outcome_of", "takes_reporter"]
+__all__ = ["Outcome", "TrialRunner", "TrialTimeout", "ISOLATIONS", "as_number", "call_objective", "check_result",
+           "exit_reason", "grace_of", "outcome_of", "takes_reporter"]
 
 ISOLATIONS = ("inline", "thread", "process")
+
+
+class TrialTimeout(BaseException):
+    """Raised inside an objective by the worker's alarm when the trial runs past its timeout.
+
+    A `BaseException`, so that an objective's ``except Exception`` does not swallow it."""
+
+
+def grace_of(timeout: float) -> float:
+    """Seconds a worker gets, after its trial's timeout, to stop the trial itself before it is killed.
+
+    Generous, because the alarm waits for an import in progress to finish (a module imported halfway would
+    break every later trial of the worker), and a worker's first trials often import heavy modules."""
+    return min(max(10.0, 0.5 * timeout), 120.0)
 
 
 @dataclass
@@ -101,14 +125,6 @@ def _plain(value: Any) -> Any:
     return repr(value)
 
 
-def _portable(result: Any) -> Any:
-    """A result as plain values to send between processes; loss and cost keep their number-ness."""
-    if not isinstance(result, Mapping):
-        return _plain(result)
-    numbers_of = {k: as_number(result[k]) for k in ("loss", "cost") if k in result}
-    return {str(k): numbers_of[k] if numbers_of.get(k) is not None else _plain(v) for k, v in result.items()}
-
-
 def check_result(result: Any, positive_loss: bool = True) -> tuple[float | None, float | None, dict, str | None]:
     """Validate an objective's return value: (loss, cost, extra outputs, failure reason or None)."""
     if not isinstance(result, Mapping):
@@ -141,8 +157,71 @@ def outcome_of(result: Any, seconds: float = 0.0, positive_loss: bool = True) ->
     return Outcome(TrialState.FAILED, None, usable, extra, reason, seconds)
 
 
+def _importing(frame) -> bool:
+    """Whether ``frame`` is running inside the import machinery."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+@contextmanager
+def _alarm(seconds: float | None) -> Iterator[bool]:
+    """Raise `TrialTimeout` in this thread after ``seconds``, where a SIGALRM timer can do it (the main thread
+    of a process on a POSIX system); yields whether the alarm is armed."""
+    if (seconds is None or not hasattr(signal, "setitimer")
+            or threading.current_thread() is not threading.main_thread()):
+        yield False
+        return
+
+    def ring(signum, frame):
+        if _importing(frame):  # an import stopped halfway would leave its module broken for later trials
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            return
+        raise TrialTimeout(seconds)
+
+    previous = signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield True
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def call_objective(objective: Callable[[dict], Any], config: dict, positive_loss: bool = True,
+                   timeout: float | None = None, reporter: Callable[..., bool] | None = None) -> Outcome:
+    """Call ``objective(config)`` once and return its `Outcome`; never raises for the objective's failures.
+
+    An objective of two arguments is called as ``objective(config, reporter)`` (a reporter that never
+    asks to stop when ``reporter`` is None).
+
+    With ``timeout``, an alarm stops the call after that many seconds where this thread can be interrupted
+    (the main thread of a worker process); elsewhere the caller enforces the timeout.
+    """
+    start = time.perf_counter()
+    try:
+        try:
+            with _alarm(timeout):
+                if takes_reporter(objective):
+                    result = objective(dict(config), reporter if reporter is not None else _no_stop)
+                else:
+                    result = objective(dict(config))
+        except TrialTimeout:
+            return Outcome(TrialState.FAILED, error=f"timed out after {timeout:g} s (stopped in the worker)",
+                           seconds=time.perf_counter() - start)
+        except Exception as exc:  # noqa: BLE001 - every failure of the user's code is an outcome
+            return Outcome(TrialState.FAILED, error=_describe_exception(exc), seconds=time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        return outcome_of(result, seconds, positive_loss)
+    except TrialTimeout:  # the alarm rang as the objective returned
+        return Outcome(TrialState.FAILED, error=f"timed out after {timeout:g} s (stopped in the worker)",
+                       seconds=time.perf_counter() - start)
+
+
 def _worker_main(conn) -> None:
-    """Worker process loop: receive (objective, config), send back ("ok", result) or ("error", reason)."""
+    """Worker process loop: receive (objective, config, positive_loss, timeout, reporter), send back the `Outcome`."""
     conn.send(("ready", None))
     while True:
         try:
@@ -151,13 +230,8 @@ def _worker_main(conn) -> None:
             return
         if message is None:
             return
-        objective, config = message
-        try:
-            result = objective(config)
-            reply = ("ok", _portable(result))
-        except Exception as exc:  # noqa: BLE001 - every failure of the user's code is an outcome
-            reply = ("error", _describe_exception(exc))
-        conn.send(reply)
+        objective, config, positive_loss, timeout, reporter = message
+        conn.send(("outcome", call_objective(objective, config, positive_loss, timeout, reporter)))
 
 
 def takes_reporter(objective: Callable) -> bool:
@@ -187,7 +261,8 @@ class TrialRunner:
     ):
         if not callable(objective):
             raise TypeError(f"objective must be callable, got {type(objective).__name__}")
-        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
         if isolation is None:
             isolation = "inline" if timeout is None else "process"
@@ -196,13 +271,9 @@ class TrialRunner:
         if isolation == "inline" and timeout is not None:
             raise ValueError("isolation='inline' cannot enforce a timeout; use 'process' or 'thread'")
         if isolation == "process":
-            try:
-                pickle.dumps(objective)
-            except Exception as exc:  # noqa: BLE001 - any pickling failure means the same thing
-                raise ValueError(
-                    "isolation='process' sends the objective to a worker process, so it must be picklable "
-                    f"(a module-level function or a picklable callable object): {exc}"
-                ) from None
+            where = "timeout= with isolation='process'"
+            check_picklable(objective, where, "a worker process")
+            check_main_guard(where, "a worker process")
         self.objective = objective
         self.takes_reporter = takes_reporter(objective)
         self.timeout = timeout
@@ -210,56 +281,56 @@ class TrialRunner:
         self.positive_loss = positive_loss
         self._process = None
         self._conn = None
+        if isolation == "process":
+            self._start_worker()  # imports happen while the first configs are proposed
 
     def __call__(self, config: dict, reporter: Callable[..., bool] | None = None) -> Outcome:
         """Run the objective on ``config``; an objective of two arguments gets ``reporter`` as its second."""
         if self.isolation == "process":
-            return self._run_in_process(config)
+            return self._run_in_process(config, reporter)
         if self.isolation == "thread":
             return self._run_in_thread(config, reporter)
-        start = time.perf_counter()
-        try:
-            result = self._call(config, reporter)
-        except Exception as exc:  # noqa: BLE001 - every failure of the user's code is an outcome
-            return Outcome(TrialState.FAILED, error=_describe_exception(exc), seconds=time.perf_counter() - start)
-        return outcome_of(result, time.perf_counter() - start, self.positive_loss)
-
-    def _call(self, config: dict, reporter: Callable[..., bool] | None) -> Any:
-        if self.takes_reporter:
-            return self.objective(dict(config), reporter if reporter is not None else _no_stop)
-        return self.objective(dict(config))
+        return call_objective(self.objective, config, self.positive_loss, reporter=reporter)
 
     def _run_in_thread(self, config: dict, reporter: Callable[..., bool] | None = None) -> Outcome:
-        box: dict[str, Any] = {}
+        box: dict[str, Outcome] = {}
 
         def target() -> None:
-            try:
-                box["result"] = self._call(config, reporter)
-            except Exception as exc:  # noqa: BLE001
-                box["error"] = _describe_exception(exc)
+            box["outcome"] = call_objective(self.objective, config, self.positive_loss, reporter=reporter)
 
         start = time.perf_counter()
         thread = threading.Thread(target=target, name="kerneldsl-trial", daemon=True)
         thread.start()
         thread.join(self.timeout)
-        seconds = time.perf_counter() - start
         if thread.is_alive():
-            return Outcome(TrialState.FAILED, error=f"timed out after {self.timeout:g} s (thread left running)", seconds=seconds)
-        if "error" in box:
-            return Outcome(TrialState.FAILED, error=box["error"], seconds=seconds)
-        return outcome_of(box.get("result"), seconds, self.positive_loss)
+            return Outcome(TrialState.FAILED, error=f"timed out after {self.timeout:g} s (thread left running)",
+                           seconds=time.perf_counter() - start)
+        return box["outcome"]
 
     def _start_worker(self) -> None:
-        context = multiprocessing.get_context("spawn")
+        """Start a worker process; it reports "ready" once its imports are done (awaited by `_ready`)."""
+        context = worker_context()
         parent, child = context.Pipe()
         self._process = context.Process(target=_worker_main, args=(child,), name="kerneldsl-trial-worker", daemon=True)
         self._process.start()
         child.close()
         self._conn = parent
-        if not parent.poll(120.0):
+        self._waiting_ready = True
+
+    def _ready(self) -> None:
+        if not self._waiting_ready:
+            return
+        if not self._conn.poll(120.0):
             self._kill_worker()
             raise RuntimeError("the trial worker process did not start within 120 s")
-        parent.recv()  # "ready": imports are done, the trial clock may start
+        try:
+            self._conn.recv()  # "ready": imports are done, the trial clock may start
+        except (EOFError, OSError):
+            code = self._process.exitcode if self._process is not None else None
+            self._kill_worker()
+            raise RuntimeError(f"the trial worker process died while starting (exit code {code}); "
+                               "its error is printed above") from None
+        self._waiting_ready = False
 
     def _kill_worker(self) -> None:
         if self._process is not None:
@@ -269,27 +340,28 @@ class TrialRunner:
             self._conn.close()
         self._process = self._conn = None
 
-    def _run_in_process(self, config: dict) -> Outcome:
+    def _run_in_process(self, config: dict, reporter: Callable[..., bool] | None = None) -> Outcome:
         if self._process is None or not self._process.is_alive():
             self._kill_worker()
             self._start_worker()
+        self._ready()
         start = time.perf_counter()
         try:
-            self._conn.send((self.objective, dict(config)))
-            ready = self._conn.poll(self.timeout)
-            if not ready:
+            self._conn.send((self.objective, dict(config), self.positive_loss, self.timeout, reporter))
+            ready = self._conn.poll(self.timeout + grace_of(self.timeout))
+            if not ready:  # the alarm did not stop it: kill, and start the next worker now
                 self._kill_worker()
-                return Outcome(TrialState.FAILED, error=f"timed out after {self.timeout:g} s (worker killed)", seconds=time.perf_counter() - start)
-            kind, payload = self._conn.recv()
+                self._start_worker()
+                return Outcome(TrialState.FAILED, error=f"timed out after {self.timeout:g} s (worker killed)",
+                               seconds=time.perf_counter() - start)
+            _, outcome = self._conn.recv()
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
             self._process.join(5.0)
             code = self._process.exitcode
             self._kill_worker()
-            return Outcome(TrialState.FAILED, error=f"worker process died (exit code {code})", seconds=time.perf_counter() - start)
-        seconds = time.perf_counter() - start
-        if kind == "error":
-            return Outcome(TrialState.FAILED, error=payload, seconds=seconds)
-        return outcome_of(payload, seconds, self.positive_loss)
+            return Outcome(TrialState.FAILED, error=f"worker process died ({exit_reason(code)})",
+                           seconds=time.perf_counter() - start)
+        return outcome
 
     def close(self) -> None:
         """Stop the worker process, if any."""
@@ -306,3 +378,15 @@ class TrialRunner:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def exit_reason(code: int | None) -> str:
+    """A process exit code in words: ``killed by SIGKILL``, ``exit code 3``."""
+    if code is None:
+        return "exit code unknown"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

@@ -38,7 +38,9 @@ from .budget import Budget, BudgetLike
 from .journal import Journal, JournalError, read_journal
 from .proposals import ModelData, Proposer, TrainingData
 from .results import TickTockResult, best_feasible
-from .runner import Outcome, TrialRunner, as_number, outcome_of
+from .executors import TrialCall, trial_pool
+from .reporting import POLL, DaskChannel, LocalChannel, ReportChannel
+from .runner import Outcome, as_number, outcome_of
 from .stopping import CostEstimate, CostStopping
 from .trial import Phase, Report, Trial, TrialState, phase_of
 
@@ -467,15 +469,32 @@ class Study:
         return lost
 
     # ------------------------------------------------------------------ optimize
-    def optimize(self, objective: Callable[[dict], Mapping[str, Any]], n_trials: int | None = None, *,
-                 timeout: float | None = None, isolation: str | None = None, progress: bool = True) -> TickTockResult:
-        """Run ``objective(config) -> {"loss": ..., "cost": ...}`` on asked configs in this process and tell each.
+    def optimize(self, objective: Callable[[dict], Mapping[str, Any]], n_trials: int | None = None,
+                 executor: Any = None, n_workers: int | None = None, timeout: float | None = None, *,
+                 isolation: str | None = None, progress: bool = True) -> TickTockResult:
+        """Run ``objective(config) -> {"loss": ..., "cost": ...}`` on asked configs and tell each outcome.
 
-        Runs ``n_trials`` more trials, or (``n_trials`` None) until the study's own
-        ``n_trials``. Failures (raises, ``timeout`` seconds, bad results) become failed
-        trials with a reason (see `kerneldsl.loop.runner` for ``isolation``). Trials left
-        running by an earlier process that stopped (found in the journal) are marked
-        lost and their configs run again first, as new trials. Returns ``result()``.
+        Runs ``n_trials`` more trials, or (``n_trials`` None) until the study's own ``n_trials``.
+
+        Where trials run: without ``executor``, in this process one at a time (``n_workers=1``;
+        ``isolation`` and ``timeout`` as in `kerneldsl.loop.runner`), or with ``n_workers > 1``
+        in a process pool of that size that the study starts and stops (threads with
+        ``isolation="thread"``). ``executor`` may be any `concurrent.futures.Executor`
+        (``ProcessPoolExecutor``, ``ThreadPoolExecutor``) or a Dask ``distributed.Client``
+        (or its ``get_executor()``); ``n_workers`` then defaults to its number of workers.
+        The study keeps ``n_workers`` trials in flight: whenever one finishes it is told and
+        the next is asked at once (running trials are pending points of every proposal).
+        This process alone asks, tells and writes the journal.
+
+        Failures (the objective raises, runs past ``timeout`` seconds, returns bad results,
+        or its worker dies) become failed trials with a one-line reason; see
+        `kerneldsl.loop.executors` for how timeouts and dead workers are handled on each
+        kind of executor. Bad arguments (a closed executor, ``n_workers < 1``, something that
+        is not an executor, an objective that cannot be pickled for worker processes, a
+        script without ``if __name__ == "__main__":``) raise before the first trial and
+        leave the journal as it was. Trials left running by an earlier process that stopped
+        (found in the journal) are marked lost and their configs run again first, as new
+        trials. Returns ``result()``.
         """
         if n_trials is None and self.n_trials is None:
             raise StudyError("Study.optimize: pass n_trials (this study has no fixed n_trials)")
@@ -484,10 +503,9 @@ class Study:
             raise StudyError(f"Study.optimize(n_trials={n_trials}): the study has n_trials={self.n_trials} and "
                              f"{self.n_counted - len(self.running)} are finished; at most "
                              f"{self.n_trials - self.n_counted + len(self.running)} more can run")
-        runner = TrialRunner(objective, timeout=timeout, isolation=isolation, positive_loss=self.log_loss)
-        if runner.takes_reporter and runner.isolation == "process":
-            raise StudyError("Study.optimize: an objective that reports partial results (a second argument) runs "
-                             "inline or with isolation='thread'; process isolation does not carry reports yet")
+        pool, width = trial_pool(objective, executor, n_workers, timeout=timeout, isolation=isolation,
+                                 positive_loss=self.log_loss)
+        channel = _report_channel(pool, objective)
         if self._resumed and progress:
             print(f"resuming {self._resumed} trials from {self.journal.path}")
         self._resumed = 0
@@ -500,26 +518,74 @@ class Study:
         model_warnings: Counter[str] = Counter()  # raised while proposing: summarised once, not printed mid-bar
         bar = tqdm(total=target, initial=self.n_counted, desc="study", unit="trial", disable=not progress,
                    dynamic_ncols=True)
+        in_flight: dict[Any, tuple[Trial, TrialCall, float]] = {}  # future -> trial, its call, when it was sent
+
+        def submit(trial: Trial, call: TrialCall) -> None:
+            in_flight[pool.submit(call)] = (trial, call, time.time())
+
+        interrupted = True
         try:
             self._postfix(bar)
-            while self.n_counted < target:
-                position = self.n_counted
-                phase = (Phase.INIT if position < self.n_initial
-                         else phase_of(position - self.n_initial + 1, self.tick_ratio))
-                bar.set_description(f"study ({phase.value})")
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    trial = self._ask(1, retry=retry)[0]
-                model_warnings.update(f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught)
-                retry = retry[1:]
-                self._finish(trial, runner(trial.config, reporter=self._reporter(trial)))
-                bar.update(1)
+            while True:
+                free = min(width - len(in_flight), target - self.n_counted)
+                if free > 0:
+                    position = self.n_counted
+                    phase = (Phase.INIT if position < self.n_initial
+                             else phase_of(position - self.n_initial + 1, self.tick_ratio))
+                    bar.set_description(f"study ({phase.value})")
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        asked = self._ask(free, retry=retry)
+                    model_warnings.update(f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught)
+                    retry = retry[min(len(retry), free):]
+                    for trial in asked:
+                        reporter = channel.reporter(trial.id) if channel is not None else self._reporter(trial)
+                        submit(trial, TrialCall(trial.id, objective, trial.config, self.log_loss, timeout,
+                                                reporter=reporter))
+                if not in_flight:
+                    break
+                deadlines = [d for _, call, sent in in_flight.values() if (d := pool.deadline(call, sent, timeout))]
+                wait = None if not deadlines else max(0.0, min(deadlines) - time.time())
+                if channel is not None:
+                    wait = POLL if wait is None else min(wait, POLL)
+                done = pool.wait(list(in_flight), wait)
+                self._take_reports(channel)  # before the tells: a trial's reports are journaled before its outcome
+                for future in done:
+                    trial, call, _ = in_flight.pop(future)
+                    outcome = pool.collect(future, call)
+                    if outcome is None:  # taken down with another trial's worker: run it again
+                        submit(trial, call)
+                        continue
+                    self._finish(trial, outcome)
+                    bar.update(1)
+                now = time.time()
+                for future, (trial, call, sent) in list(in_flight.items()):
+                    deadline = pool.deadline(call, sent, timeout)
+                    if deadline is not None and now >= deadline and not future.done():
+                        del in_flight[future]
+                        how = pool.cancel(future, call)
+                        self._finish(trial, Outcome(TrialState.FAILED, error=f"timed out after {timeout:g} s ({how})",
+                                                    seconds=now - sent))
+                        bar.update(1)
                 self._postfix(bar)
+            interrupted = False
         finally:
             bar.close()
-            runner.close()
+            for future in in_flight:
+                future.cancel()
+            pool.close(interrupted=interrupted)
+            if channel is not None:
+                channel.close()
             _summarise(model_warnings, progress)
         return self.result()
+
+    def _take_reports(self, channel: ReportChannel | None) -> None:
+        """Record the reports that arrived through ``channel`` and raise the stop flags the study decides on."""
+        if channel is None:
+            return
+        for trial_id, cost, progress, loss in channel.drain():
+            if self.report(trial_id, cost, progress, loss):
+                channel.stop(trial_id)
 
     def _reporter(self, trial: Trial):
         """The second argument of a reporting objective: ``report(cost=..., progress=..., loss=None) -> stop``."""
@@ -551,6 +617,21 @@ class Study:
     def __repr__(self) -> str:
         states = {s.value: n for s in TrialState if (n := sum(t.state is s for t in self.trials))}
         return f"Study({len(self.trials)} trials {states}, max_cost={self.max_cost:g}, journal={self.journal and str(self.journal.path)!r})"
+
+
+def _report_channel(pool, objective) -> ReportChannel | None:
+    """The channel that carries a reporting objective's reports from where its trials run (None: in this process,
+    where the reporter calls `Study.report` itself, or an objective that does not report)."""
+    from .executors import _Dask, _InProcess
+    from .runner import takes_reporter
+
+    if not takes_reporter(objective):
+        return None
+    if isinstance(pool, _InProcess) and pool.runner.isolation != "process":
+        return None
+    if isinstance(pool, _Dask):
+        return DaskChannel(pool.client)
+    return LocalChannel()
 
 
 def _completed(trial: Trial, outcome: Outcome) -> bool:
