@@ -506,6 +506,7 @@ class Study:
         pool, width = trial_pool(objective, executor, n_workers, timeout=timeout, isolation=isolation,
                                  positive_loss=self.log_loss)
         channel = _report_channel(pool, objective)
+        reports_here = channel is None and _reports_in_this_process(pool, objective)
         if self._resumed and progress:
             print(f"resuming {self._resumed} trials from {self.journal.path}")
         self._resumed = 0
@@ -539,7 +540,8 @@ class Study:
                     model_warnings.update(f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught)
                     retry = retry[min(len(retry), free):]
                     for trial in asked:
-                        reporter = channel.reporter(trial.id) if channel is not None else self._reporter(trial)
+                        reporter = (channel.reporter(trial.id) if channel is not None
+                                    else self._reporter(trial) if reports_here else None)
                         submit(trial, TrialCall(trial.id, objective, trial.config, self.log_loss, timeout,
                                                 reporter=reporter))
                 if not in_flight:
@@ -617,6 +619,14 @@ class Study:
     def __repr__(self) -> str:
         states = {s.value: n for s in TrialState if (n := sum(t.state is s for t in self.trials))}
         return f"Study({len(self.trials)} trials {states}, max_cost={self.max_cost:g}, journal={self.journal and str(self.journal.path)!r})"
+
+
+def _reports_in_this_process(pool, objective) -> bool:
+    """Whether a reporting objective runs in this process (inline or on a thread), calling `Study.report` itself."""
+    from .executors import _InProcess
+    from .runner import takes_reporter
+
+    return takes_reporter(objective) and isinstance(pool, _InProcess) and pool.runner.isolation != "process"
 
 
 def _report_channel(pool, objective) -> ReportChannel | None:

@@ -56,3 +56,21 @@ def started(marks: str) -> list[tuple[str, int, int]]:
 
 def finished(marks: str, key: str, pid: int) -> bool:
     return any(name.startswith(f"{key}.{pid}.") and name.endswith(".end") for name in os.listdir(marks))
+
+
+@dataclass
+class SteppedReporter:
+    """The synthetic task in ``steps`` steps of ``pause`` seconds; reports after each one (cost k/steps of the true
+    cost) and returns what it has when the study asks it to stop."""
+
+    steps: int = 6
+    pause: float = 0.05
+
+    def __call__(self, config: dict, report) -> dict:
+        task = SyntheticTask()
+        cost = task.cost(config)
+        for k in range(1, self.steps + 1):
+            time.sleep(self.pause)
+            if report(cost=cost * k / self.steps, progress=k / self.steps, loss=task.loss(config)):
+                return {"loss": None, "cost": cost * k / self.steps}
+        return {"loss": task.loss(config), "cost": cost}

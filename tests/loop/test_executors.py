@@ -25,7 +25,7 @@ from kerneldsl.loop.spawn import SpawnError
 from kerneldsl.loop.runner import TrialRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # worker processes inherit it and import the objectives
-from executor_objectives import Sleeper, finished, key_of, started  # noqa: E402
+from executor_objectives import Sleeper, SteppedReporter, finished, key_of, started  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -312,3 +312,34 @@ def test_process_isolation_stops_a_trial_and_keeps_its_worker(tmp_path):
     assert first.state is after.state is kd.TrialState.OK
     assert stopped.error == "timed out after 0.5 s (stopped in the worker)"
     assert first.outputs["pid"] == after.outputs["pid"]
+
+
+# ------------------------------------------------------------------------------------------- reports from workers
+REPORT_BUDGET = 4.0
+
+
+def assert_stopped_for_cost(study: kd.Study) -> None:
+    """Trials far over the budget were stopped before their last step, trials within it ran to the end, and every
+    report reached the study (and its journal) before the trial's outcome."""
+    over = [t for t in study.trials if TASK.cost(t.config) > 1.6 * REPORT_BUDGET]
+    within = [t for t in study.trials if TASK.cost(t.config) <= REPORT_BUDGET]
+    assert over and within, "the design must have trials on both sides of the budget"
+    for trial in over:
+        assert trial.state is kd.TrialState.STOPPED and len(trial.reports) < 6, trial
+    for trial in within:
+        assert trial.state is kd.TrialState.OK and len(trial.reports) == 6, trial
+    assert read_journal(study.journal.path)[1] == study.trials
+
+
+def test_reports_travel_from_process_pool_workers_and_stop_trials(tmp_path):
+    study = kd.Study(TASK.space(), REPORT_BUDGET, tmp_path / "study.jsonl", n_init=8, n_trials=8, seed=1)
+    with study:
+        study.optimize(SteppedReporter(pause=0.25), n_workers=2, progress=False)
+    assert_stopped_for_cost(study)
+
+
+def test_reports_travel_from_dask_workers_and_stop_trials(tmp_path, dask_client):
+    study = kd.Study(TASK.space(), REPORT_BUDGET, tmp_path / "study.jsonl", n_init=8, n_trials=8, seed=1)
+    with study:
+        study.optimize(SteppedReporter(pause=0.25), executor=dask_client, progress=False)
+    assert_stopped_for_cost(study)
