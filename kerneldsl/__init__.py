@@ -14,14 +14,15 @@ from .space.transforms import Add, Chain, FeatureTransform, Log, Mean, Multiply,
 from .loop.journal import JournalError
 from .loop.results import TickTockResult
 from .loop.synthetic import SyntheticTask
-from .model import KernelGP
+from .model import KernelGP, fit_map
+from .structure import plot_structure
 from .loop.tick_tock import tick_tock
 
 __all__ = ["compile", "build", "compile_ir", "KernelIR", "KernelOptions",
            "KernelError", "KernelNameError", "KernelSyntaxError", "KernelWarning",
            "Space", "Scalar", "Int", "Choice", "LinearConstraint", "SpaceError", "ConfigError",
            "sample", "initial_design", "SamplingError", "load_sweep", "Sweep", "SweepError",
-           "cross_validate", "loo_cv", "kernel_model", "CrossValidationError", "KernelGP",
+           "cross_validate", "loo_cv", "kernel_model", "CrossValidationError", "KernelGP", "fit_map", "plot_structure",
            "Chain", "FeatureTransform", "Log", "Add", "Subtract", "Multiply", "Mean", "RelativeToMean",
            "OneHot", "PassThrough",
            "tick_tock", "TickTockResult", "SyntheticTask", "JournalError"]
