@@ -35,7 +35,7 @@ def smooth():
     return x, torch.sin(4 * x)
 
 
-def test_paired_table_finds_the_known_winner(smooth):
+def test_paired_table_finds_the_known_winner(smooth, single_thread):
     X, Y = smooth
     models = [cmp.Candidate("blind", _blind), cmp.Candidate("rbf", SingleTaskGP)]
     records = cmp.compare(models, X, Y, sizes=[12], seeds=range(3), held_out=4, progress=False)
