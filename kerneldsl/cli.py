@@ -91,6 +91,8 @@ def _cv(args: argparse.Namespace) -> int:
     from .space.parameters import SpaceError
 
     _threads(args.threads)
+    if any(spec not in cmp.BASELINES and _read_source(spec, "kernel file ") is None for spec in args.kernel):
+        return 2
     try:
         user, sweep, X, Y, keep, output = _target_data(args)
         candidates = _candidates(args.kernel, user.feature_chain, user.space, args.backend, args.restarts)
