@@ -79,5 +79,5 @@ def test_fit_command_prints_the_kernel_and_draws_it(tmp_path, capsys, single_thr
                      "--kernel", str(tmp_path / "k.kernel"), "--log", "--plot", str(plot), "--restarts", "1",
                      "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "fitted on 10 trials with 'loss'" in out and "matern52(a, log_b)" in out
+    assert "fitted on 10 trials with 'loss'" in out and "matern52(a=" in out and "categorical(c_x=" in out
     assert plot.stat().st_size > 10_000
