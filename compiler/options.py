@@ -9,6 +9,7 @@ from gpytorch.constraints import Interval, Positive
 from gpytorch.priors import GammaPrior, Prior
 
 from .errors import KernelError, did_you_mean
+from .priors import DimensionScaledLogNormal
 
 
 def _default_lengthscale_prior() -> Prior:
@@ -27,14 +28,21 @@ class KernelOptions:
     [0, 1]: Gamma(3, 6) on every lengthscale, Gamma(2, 0.15) on the output scale,
     and a Dirichlet(``weight_concentration``) on the weights of each learned sum
     (2.0: a mild pull towards equal weights; 1.0 is flat). ``None`` for a prior
-    means no prior.
+    means no prior. ``lengthscale_prior`` may also be a rule that makes a prior per base
+    term, ``DimensionScaledLogNormal`` (see ``lengthscale_prior_for``).
     """
 
-    lengthscale_prior: Prior | None = field(default_factory=_default_lengthscale_prior)
+    lengthscale_prior: Prior | DimensionScaledLogNormal | None = field(default_factory=_default_lengthscale_prior)
     outputscale_prior: Prior | None = field(default_factory=_default_outputscale_prior)
     weight_concentration: float | None = 2.0
     lengthscale_constraint: Interval = field(default_factory=Positive)
     outputscale_constraint: Interval = field(default_factory=Positive)
+
+    def lengthscale_prior_for(self, ir, term: int | None = None) -> Prior | None:
+        """The lengthscale prior of one term of ``ir`` (its ``[d]`` lengthscales), or of all ``[P]`` slots."""
+        if isinstance(self.lengthscale_prior, DimensionScaledLogNormal):
+            return self.lengthscale_prior.prior(ir, term)
+        return self.lengthscale_prior
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> "KernelOptions":

@@ -26,12 +26,14 @@ from .model import KernelGP
 from .space import (Add, Chain, Choice, ConfigError, FeatureTransform, Int, LinearConstraint, Log, Mean, Multiply,
                     OneHot, PassThrough, RelativeToMean, SamplingError, Scalar, Space, SpaceError, Subtract,
                     initial_design, sample)
+from .model import fit_map
+from .structure import plot_structure
 
 __all__ = ["__version__", "compile", "build", "compile_ir", "KernelIR", "KernelOptions",
            "KernelError", "KernelNameError", "KernelSyntaxError", "KernelWarning",
            "Space", "Scalar", "Int", "Choice", "LinearConstraint", "SpaceError", "ConfigError",
            "sample", "initial_design", "SamplingError", "load_sweep", "Sweep", "SweepError",
-           "cross_validate", "loo_cv", "kernel_model", "CrossValidationError", "KernelGP",
+           "cross_validate", "loo_cv", "kernel_model", "CrossValidationError", "KernelGP", "fit_map", "plot_structure",
            "Chain", "FeatureTransform", "Log", "Add", "Subtract", "Multiply", "Mean", "RelativeToMean",
            "OneHot", "PassThrough",
            "Study", "StudyError", "Trial", "TrialState", "Phase", "tick_tock", "TickTockResult", "SyntheticTask",

@@ -1,4 +1,5 @@
-"""The ``kerneldsl`` command line: ``explain`` a kernel source, ``cv`` a kernel on sweep data."""
+"""The ``kerneldsl`` command line: ``explain`` a kernel source, ``cv`` kernels on sweep or journal data,
+``fit`` one and draw what it learned."""
 
 from __future__ import annotations
 
@@ -47,46 +48,129 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cv(args: argparse.Namespace) -> int:
-    from .evaluation.cv import CrossValidationError, cross_validate, kernel_model
-    from .space.parameters import SpaceError
-    from .space_module import load_space_module
-    from .evaluation.sweep import load_sweep
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"error: {option} must be comma-separated integers, got {text!r}") from None
 
+
+def _threads(threads: int) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _target_data(args: argparse.Namespace):
+    """``(sweep, X, Y, keep, target name)`` of ``--data`` for ``--target``/``--output`` (log with ``--log``)."""
+    from .evaluation.sweep import load_trials
+    from .space_module import load_space_module
+
+    user = load_space_module(args.space_module)
+    sweep = load_trials(args.data, user.space)
+    output = args.output or args.target
+    X, Y, keep = sweep.target(output, log=args.log)
+    return user, sweep, X, Y, keep, output
+
+
+def _candidates(specs: list[str], feature_chain, space, backend: str, restarts: int):
+    """One ``Candidate`` per ``--kernel``: a kernel file, or the name of a baseline."""
+    from .evaluation.compare import BASELINES, Candidate, baseline
+    from .model import KernelGP
+
+    out, names = [], set()
+    for spec in specs:
+        if spec in BASELINES and not Path(spec).exists():
+            name, factory = spec, baseline(spec, space, feature_chain, backend=backend)
+        else:
+            source = _read_source(spec, "kernel file ")
+            if source is None:
+                return None
+            name, factory = Path(spec).stem, KernelGP(source, feature_chain, backend=backend)
+        base, i = name, 2
+        while name in names:
+            name, i = f"{base}#{i}", i + 1
+        names.add(name)
+        out.append(Candidate(name, factory, 0 if spec in BASELINES else restarts))
+    return out
+
+
+def _cv(args: argparse.Namespace) -> int:
+    from .evaluation import compare as cmp
+    from .evaluation.cv import CrossValidationError, cross_validate
+    from .space.parameters import SpaceError
+
+    _threads(args.threads)
+    if any(spec not in cmp.BASELINES and _read_source(spec, "kernel file ") is None for spec in args.kernel):
+        return 2
+    try:
+        user, sweep, X, Y, keep, output = _target_data(args)
+        candidates = _candidates(args.kernel, user.feature_chain, user.space, args.backend, args.restarts)
+        if candidates is None:
+            return 2
+        sizes = cmp.check_sizes(_int_list(args.n, "--n") if args.n else [len(X)], len(X))
+        if args.seeds < 1:
+            raise CrossValidationError(f"--seeds must be at least 1, got {args.seeds}")
+        seeds = range(args.seed, args.seed + args.seeds)
+        target = f"log({output})" if args.log else output
+        print(f"{args.data}: {len(sweep)} trials, {int(keep.sum())} with {output!r}; target {target}; "
+              f"leave-one-out on n = {', '.join(map(str, sizes))}, seeds {seeds.start}..{seeds.stop - 1}"
+              + (f", {args.held_out} random folds per cell" if args.held_out else ", every fold"))
+        if args.per_fold:
+            if len(sizes) != 1 or args.seeds != 1:
+                raise CrossValidationError("--per-fold needs one --n and one seed")
+            rows = keep.nonzero().squeeze(-1).tolist()
+            for c in candidates:
+                n = sizes[0]
+                result = cross_validate(c.factory, X, Y, n=n, seed=args.seed, chunk_size=args.chunk_size,
+                                        held_out=range(min(args.held_out, n)) if args.held_out else None,
+                                        restarts=c.restarts)
+                print(f"{c.name}:\n{'trial':>7} {'observed':>10} {'mean':>10} {'std':>10} {'log dens':>10} {'in 95%':>7}")
+                for f in result.folds():
+                    print(f"{sweep.trials[rows[f.index]]!s:>7} {f.observed:>10.4f} {f.mean:>10.4f} {f.std:>10.4f} "
+                          f"{f.log_density:>10.4f} {'yes' if f.covered95 else 'no':>7}")
+        records = cmp.compare(candidates, X, Y, sizes, seeds, held_out=args.held_out, chunk_size=args.chunk_size,
+                              raw=args.raw or None, resume=args.resume)
+    except (KernelError, SpaceError, CrossValidationError) as err:
+        print(f"{type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    names = [c.name for c in candidates]
+    print(cmp.report(records, names, sizes, args.plot or None, f"Leave-one-out cross-validation, target {target}"))
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from .evaluation.cv import CrossValidationError
+    from .model import KernelGP, fit_map
+    from .space.parameters import SpaceError
+    from .structure import plot_structure
+
+    _threads(args.threads)
     source = _read_source(args.kernel, "kernel file ")
     if source is None:
         return 2
     try:
+        user, sweep, X, Y, keep, output = _target_data(args)
+        if len(X) < 2:
+            raise CrossValidationError(f"{args.data}: {len(X)} trials with {output!r}; a fit needs at least 2")
+        model = KernelGP(source, user.feature_chain, backend=args.backend)(X, Y)
         import torch
 
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        user = load_space_module(args.space_module)
-        sweep = load_sweep(args.data, user.space, outputs=(args.output,))
-        X, Y, keep = sweep.target(args.output, log=args.log)
-        n = min(args.n, len(X)) if args.n else len(X)
-        held_out = range(min(args.held_out, n)) if args.held_out else None
-        factory = kernel_model(source, user.feature_chain, backend=args.backend)
-        result = cross_validate(factory, X, Y, n=n, seed=args.seed, chunk_size=args.chunk_size, held_out=held_out)
+        torch.manual_seed(args.seed)
+        fit_map(model, restarts=args.restarts)
     except (KernelError, SpaceError, CrossValidationError) as err:
         print(f"{type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    target = f"log({args.output})" if args.log else args.output
-    m = result.metrics()
-    print(f"{args.data}: {len(sweep)} trials, {int(keep.sum())} with {args.output!r}; "
-          f"leave-one-out on {n} (seed {args.seed}), {m.folds} folds; target {target}")
-    if args.per_fold:
-        rows = keep.nonzero().squeeze(-1).tolist()
-        print(f"{'trial':>7} {'observed':>10} {'mean':>10} {'std':>10} {'log dens':>10} {'in 95%':>7}")
-        for f in result.folds():
-            print(f"{sweep.trials[rows[f.index]]!s:>7} {f.observed:>10.4f} {f.mean:>10.4f} {f.std:>10.4f} {f.log_density:>10.4f} "
-                  f"{'yes' if f.covered95 else 'no':>7}")
-    print("| metric | value |\n|---|---|")
-    rows = [("mean log predictive density", m.mlpd), ("mean predictive density", m.mean_density),
-            ("RMSE of predictive mean", m.rmse), ("MAE of predictive mean", m.mae),
-            ("95% interval coverage", m.coverage95), ("fit seconds", m.fit_seconds)]
-    for name, value in rows:
-        print(f"| {name} | {value:.4f} |")
+    target = f"log({output})" if args.log else output
+    print(f"{args.data}: fitted on {len(X)} trials with {output!r}; target {target} (standardised)")
+    print(model.covar_module.describe())
+    print(f"noise variance (standardised target): {model.likelihood.noise.item():.4g}")
+    if args.plot:
+        plot_structure(model.covar_module, args.plot)
+        print(f"plot: {args.plot}")
     return 0
 
 
@@ -154,12 +238,17 @@ CV_EPILOG = """The space module is a Python file (or importable module name) def
                  that the kernel source refers to.
 It is required: it describes your sweep (a checkout of the repository has the
 MNIST sweep's as examples/mnist_space.py).
-The sweep file is JSON lines {"trial", "config", "result"}; trials without the
-output are left out. Metrics are in the target's space (log(output) with --log):
-the predictive of each held-out trial is Gaussian and includes observation noise.
-Example:
-  kerneldsl cv --data ../shared/data/mnist1_sweep.jsonl --kernel examples/mnist_hands_on.kernel \\
-      --space-module examples/mnist_space.py --log --n 40
+The data are a sweep file, JSON lines {"trial", "config", "result"} (--target cost reads
+its "cost", else "training_time"), or a journal of kd.tick_tock (loss of the trials that
+finished "ok", cost of every trial). Trials without the output are left out. Metrics are
+in the target's space (log(output) with --log): the predictive of each held-out trial is
+Gaussian and includes observation noise.
+Examples:
+  kerneldsl cv --data ../shared/data/mnist1_sweep.jsonl --log --n 40,80 --seeds 5 \\
+      --kernel examples/mnist_hands_on.kernel --kernel botorch_default --plot cv.png \\
+      --space-module examples/mnist_space.py
+  kerneldsl fit --data ../shared/data/mnist1_sweep.jsonl --kernel examples/mnist_hands_on.kernel \\
+      --space-module examples/mnist_space.py --log --plot structure.png
 """
 
 EXPLAIN_EPILOG = """The features (input columns, in order) come from --features, or from the
@@ -170,6 +259,20 @@ Examples:
   kerneldsl explain examples/mnist_hands_on.kernel --space-module examples/mnist_space.py
   kerneldsl explain my.kernel --features log_lr,log_wd,momentum --group lr=log_lr,log_wd
 """
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="sweep file (JSON lines) or kd.tick_tock / study journal")
+    p.add_argument("--space-module", required=True, metavar="FILE_OR_MODULE",
+                   help="module defining `space` and `feature_chain` of the data (e.g. examples/mnist_space.py "
+                        "in a checkout of the repository)")
+    p.add_argument("--target", choices=("loss", "cost"), default="loss", help="output to predict (default: %(default)s)")
+    p.add_argument("--output", default="", help="a sweep file's result key to predict instead of --target")
+    p.add_argument("--log", action="store_true", help="predict the natural log of the output (e.g. log loss)")
+    p.add_argument("--restarts", type=int, default=0,
+                   help="refit each kernel GP from this many draws from its priors, keep the best MAP (default: 0)")
+    p.add_argument("--backend", default="torch", help="kernel backend (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,26 +290,26 @@ def main(argv: list[str] | None = None) -> int:
                    help="a group of features or other groups (repeatable)")
     p.set_defaults(run=_explain)
 
-    p = sub.add_parser("cv", help="leave-one-out cross-validation of a kernel on sweep data",
-                       description="Leave-one-out cross-validation of a SingleTaskGP with a kernel-language kernel "
+    p = sub.add_parser("cv", help="compare kernels by leave-one-out cross-validation on sweep or journal data",
+                       description="Leave-one-out cross-validation of SingleTaskGPs with kernel-language kernels and "
+                                   "named baselines, on the same folds of the same subsets, paired by seed "
                                    "(one batched model over the folds, refitted per fold).",
                        epilog=CV_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="sweep file (JSON lines)")
-    p.add_argument("--kernel", required=True, help="kernel-language source file")
-    p.add_argument("--space-module", required=True, metavar="FILE_OR_MODULE",
-                   help="module defining `space` and `feature_chain` of the sweep (e.g. examples/mnist_space.py "
-                        "in a checkout of the repository)")
-    p.add_argument("--output", default="loss", help="result key to predict (default: %(default)s)")
-    p.add_argument("--log", action="store_true", help="predict the natural log of the output (e.g. log loss)")
-    p.add_argument("--n", type=int, default=0, help="use the first N trials after a seeded shuffle (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="shuffle seed (default: %(default)s)")
+    _data_arguments(p)
+    p.add_argument("--kernel", required=True, action="append", metavar="FILE_OR_BASELINE",
+                   help="kernel-language source file, or a baseline: botorch_default, botorch_mixed, plain_matern "
+                        "(repeatable; the first is the reference of the paired table)")
+    p.add_argument("--n", default="", help="comma-separated subset sizes (default: all trials with the target)")
+    p.add_argument("--seeds", type=int, default=1, help="number of shuffle seeds (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="first shuffle seed (default: %(default)s)")
     p.add_argument("--held-out", type=int, default=0, metavar="K",
-                   help="evaluate only K folds (random, as the data are shuffled) instead of all N")
+                   help="score only K folds per cell (random, as the data are shuffled) instead of all n")
     p.add_argument("--chunk-size", type=int, default=None, metavar="K",
                    help="folds per batched model (default: all at once; smaller bounds memory)")
-    p.add_argument("--backend", default="torch", help="kernel backend (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--per-fold", action="store_true", help="also print every fold's prediction")
+    p.add_argument("--plot", default="", help="PNG of every metric against n")
+    p.add_argument("--raw", default="", help="append every (kernel, n, seed) result to this JSON-lines file")
+    p.add_argument("--resume", action="store_true", help="reuse the cells already in --raw")
+    p.add_argument("--per-fold", action="store_true", help="also print every fold's prediction (one n, one seed)")
     p.set_defaults(run=_cv)
 
     p = sub.add_parser("bench", help="time a kernel's forward, backward and exact MLL on every available backend",
@@ -229,6 +332,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement (one process per cell)")
     p.add_argument("--json", action="store_true", help="print the results as JSON (with every timed sample)")
     p.set_defaults(run=_bench)
+
+    p = sub.add_parser("fit", help="fit one GP on all the data, print the kernel and draw its learned structure",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=CV_EPILOG)
+    _data_arguments(p)
+    p.add_argument("--kernel", required=True, help="kernel-language source file")
+    p.add_argument("--seed", type=int, default=0, help="seed of the restarts (default: %(default)s)")
+    p.add_argument("--plot", default="", help="PNG of the kernel's tree, sum weights and lengthscales")
+    p.set_defaults(run=_fit)
     args = parser.parse_args(argv)
     return args.run(args)
 

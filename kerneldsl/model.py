@@ -23,14 +23,18 @@ from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from botorch.models.transforms.input import ChainedInputTransform, InputTransform
 from botorch.models.transforms.outcome import Standardize
+from botorch.models.utils.gpytorch_modules import MIN_INFERRED_NOISE_LEVEL
+from gpytorch.constraints import GreaterThan
+from gpytorch.likelihoods import GaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
+from gpytorch.priors import Prior
 from torch import Tensor
 
 from .api import build
 from .compiler.errors import KernelError
 from .compiler.lower import compile_ir
 
-__all__ = ["DEFAULT_KERNEL", "default_feature_chain", "KernelGP", "OutputModel"]
+__all__ = ["DEFAULT_KERNEL", "default_feature_chain", "KernelGP", "OutputModel", "fit_map"]
 
 DEFAULT_KERNEL = "matern52(all)"
 """Default kernel source: one Matern 5/2 with a lengthscale per feature over every feature
@@ -54,16 +58,18 @@ class KernelGP:
     ``source`` is kernel-language source over the features of ``feature_chain``
     (``features`` overrides ``feature_chain.feature_names``). ``options`` go to ``kerneldsl.build``
     (backend, priors, constraints). ``rounding``, when given, is applied to search
-    points before the chain.
+    points before the chain. ``noise_prior`` replaces the prior of botorch's default
+    likelihood (LogNormal(-4, 1) on the noise variance of the standardised outcome).
     """
 
     def __init__(self, source: str, feature_chain: InputTransform, groups: Mapping[str, Sequence[str]] | None = None,
                  backend: str = "auto", features: Sequence[str] | None = None,
-                 rounding: InputTransform | None = None, **options: Any):
+                 rounding: InputTransform | None = None, noise_prior: Prior | None = None, **options: Any):
         names = list(features if features is not None else getattr(feature_chain, "feature_names", ()))
         if not names:
             raise KernelError("a kernel-language GP needs feature names: pass features=... or a Chain with feature_names")
         self.source, self.feature_chain, self.rounding = source, feature_chain, rounding
+        self.noise_prior = noise_prior
         self.features = tuple(names)
         self.ir = compile_ir(source, names, groups)
         self.options = {"backend": backend, **options}
@@ -81,7 +87,11 @@ class KernelGP:
     def __call__(self, train_X: Tensor, train_Y: Tensor) -> SingleTaskGP:
         """An unfitted model of ``train_Y [*b, n, 1]`` on search points ``train_X [*b, n, d]``."""
         batch_shape = train_X.shape[:-2]
-        return SingleTaskGP(train_X, train_Y, covar_module=self.kernel(batch_shape).to(train_X),
+        likelihood = None
+        if self.noise_prior is not None:
+            likelihood = GaussianLikelihood(noise_prior=self.noise_prior, batch_shape=batch_shape,
+                                            noise_constraint=GreaterThan(MIN_INFERRED_NOISE_LEVEL))
+        return SingleTaskGP(train_X, train_Y, likelihood=likelihood, covar_module=self.kernel(batch_shape).to(train_X),
                             input_transform=self.input_transform(),
                             outcome_transform=Standardize(m=1, batch_shape=batch_shape)).to(train_X)
 
@@ -114,3 +124,61 @@ class OutputModel:
         self._state = {part: {k: v.detach().clone() for k, v in getattr(model, part).state_dict().items()}
                        for part in ("covar_module", "mean_module", "likelihood")}
         return model
+
+
+def fit_map(model: SingleTaskGP, restarts: int = 0, fit_kwargs: Mapping[str, Any] | None = None,
+            generator: torch.Generator | None = None) -> Tensor:
+    """Fit ``model``'s hyperparameters to their maximum a posteriori, from ``1 + restarts`` starts.
+
+    The first start is the model's current hyperparameters; each restart draws every
+    hyperparameter that has a prior from it (the softmax logits of learned sum weights from a
+    standard normal), refits with ``fit_gpytorch_mll`` and keeps, per batch element (for
+    cross-validation: per fold), the start with the best marginal log likelihood plus log prior.
+    A restart whose fit fails is skipped. Returns that objective, shape ``batch_shape``.
+    """
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    fit_gpytorch_mll(mll, **dict(fit_kwargs or {}))
+    best_value = _map_objective(mll)
+    if not restarts:
+        return best_value
+    best = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for _ in range(restarts):
+        _sample_from_priors(model, generator)
+        try:
+            fit_gpytorch_mll(mll, **dict(fit_kwargs or {}))
+        except ModelFittingError:
+            continue
+        value = _map_objective(mll)
+        better = value > best_value  # a NaN objective never wins
+        best_value = torch.where(better, value, best_value)
+        for name, p in model.named_parameters():
+            mask = better.reshape(better.shape + (1,) * (p.dim() - better.dim()))
+            best[name] = torch.where(mask, p.detach(), best[name])
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(best[name])
+    return best_value
+
+
+def _map_objective(mll: ExactMarginalLogLikelihood) -> Tensor:
+    """Marginal log likelihood plus log prior (per training point), one value per batch element."""
+    model = mll.model
+    model.train()
+    with torch.no_grad():
+        value = mll(model(*model.train_inputs), model.train_targets)
+    return torch.nan_to_num(value.detach(), nan=-torch.inf)
+
+
+def _sample_from_priors(model: torch.nn.Module, generator: torch.Generator | None) -> None:
+    """Set every hyperparameter with a prior (and a setter) to a draw from it; sum-weight logits to N(0, 1)."""
+    with torch.no_grad():
+        for _, module, prior, closure, setting_closure in model.named_priors():
+            if setting_closure is None:
+                continue
+            shape = closure(module).shape
+            prior_shape = prior._extended_shape()
+            sample_shape = shape if prior_shape.numel() == 1 else shape[:len(shape) - len(prior_shape)]
+            setting_closure(module, prior.sample(sample_shape).reshape(shape))
+        for name, p in model.named_parameters():
+            if name.endswith("weight_logits") and p.numel():
+                p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device))

@@ -40,7 +40,7 @@ class FlatParameterKernel(HyperparameterMixin, Kernel):
             self.register_prior("outputscale_prior", options.outputscale_prior,
                                 _get_outputscale, _set_outputscale)
         if options.lengthscale_prior is not None and ir.num_lengthscales:
-            self.register_prior("lengthscale_prior", options.lengthscale_prior,
+            self.register_prior("lengthscale_prior", options.lengthscale_prior_for(ir),
                                 _get_lengthscale, _set_lengthscale)
         if options.weight_concentration is not None:
             for i, group in enumerate(ir.weight_groups()):

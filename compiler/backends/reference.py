@@ -140,7 +140,8 @@ def build(ir: KernelIR, batch_shape: torch.Size = torch.Size([]),
 
 def _build_nodes(ir: KernelIR, batch_shape: torch.Size, options: KernelOptions) -> list[Kernel]:
     """One module per node id; a child already owned by a parent is wrapped in ``SharedKernel``."""
-    modules: list[Kernel] = [_term_module(t, batch_shape, options) for t in ir.terms]
+    modules: list[Kernel] = [_term_module(t, batch_shape, options, options.lengthscale_prior_for(ir, i))
+                             for i, t in enumerate(ir.terms)]
     owned: set[int] = set()
 
     def use(child: int) -> Kernel:
@@ -163,9 +164,9 @@ def _build_nodes(ir: KernelIR, batch_shape: torch.Size, options: KernelOptions) 
     return modules
 
 
-def _term_module(term: Term, batch_shape: torch.Size, options: KernelOptions) -> Kernel:
+def _term_module(term: Term, batch_shape: torch.Size, options: KernelOptions, lengthscale_prior) -> Kernel:
     kwargs = dict(ard_num_dims=len(term.features), active_dims=torch.tensor(term.features, dtype=torch.long),
-                  batch_shape=batch_shape, lengthscale_prior=options.lengthscale_prior,
+                  batch_shape=batch_shape, lengthscale_prior=lengthscale_prior,
                   lengthscale_constraint=options.lengthscale_constraint)
     return kind_of(term.kind, term.label).math.reference(**kwargs)
 

@@ -1,7 +1,8 @@
 """Judging models on data: sweeps of past trials, and leave-one-out cross-validation."""
 
 from .cv import CrossValidationError, CVMetrics, CVResult, cross_validate, kernel_model, loo_cv
-from .sweep import Sweep, SweepError, load_sweep
+from .compare import Candidate
+from .sweep import Sweep, SweepError, load_sweep, load_trials
 
 __all__ = ["Sweep", "SweepError", "load_sweep", "cross_validate", "loo_cv", "kernel_model", "CVResult", "CVMetrics",
-           "CrossValidationError"]
+           "CrossValidationError", "Candidate", "load_trials"]

@@ -31,13 +31,11 @@ from typing import Any
 
 import torch
 from botorch.cross_validation import gen_loo_cv_folds
-from botorch.fit import fit_gpytorch_mll
 from botorch.models.model import Model
 from botorch.models.transforms.input import InputTransform
-from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
-from ..model import KernelGP
+from ..model import KernelGP, fit_map
 
 ModelFactory = Callable[[Tensor, Tensor], Model]
 """``(train_X [*b, n, d], train_Y [*b, n, 1]) -> model`` with batch shape ``b`` (a botorch class fits)."""
@@ -187,6 +185,7 @@ def loo_cv(
     fit: bool = True,
     fit_kwargs: Mapping[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    restarts: int = 0,
 ) -> CVResult:
     """Leave-one-out cross-validation of ``model`` on ``X [n, d]``, ``Y [n, 1]`` (or ``[n]``).
 
@@ -196,7 +195,8 @@ def loo_cv(
     once); each chunk is one batched model. ``held_out``: indices of the folds to evaluate
     (default: all). ``fit=False`` skips fitting (the factory's
     hyperparameters are used as they are). ``fit_kwargs`` go to ``fit_gpytorch_mll``;
-    ``progress(done, n)`` is called after each chunk.
+    ``restarts`` refits each fold from that many draws from the priors and keeps its best
+    maximum a posteriori (``kerneldsl.model.fit_map``); ``progress(done, n)`` is called after each chunk.
     """
     X, Y = _check_data(X, Y)
     indices = _held_out(held_out, X.shape[0])
@@ -212,8 +212,7 @@ def loo_cv(
         fitted = model(folds.train_X[part], folds.train_Y[part])
         if fit:
             _freeze_empty_parameters(fitted)
-            mll = ExactMarginalLogLikelihood(fitted.likelihood, fitted)
-            fit_gpytorch_mll(mll, **dict(fit_kwargs or {}))
+            fit_map(fitted, restarts=restarts, fit_kwargs=fit_kwargs)
         seconds += time.perf_counter() - began
         fitted.eval()
         with torch.no_grad(), warnings.catch_warnings():

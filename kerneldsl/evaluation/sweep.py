@@ -1,4 +1,5 @@
-"""Load finished sweeps (JSON lines ``{"trial", "config", "result"}``) into search tensors and outputs."""
+"""Load finished trials into search tensors and outputs: sweep files (JSON lines ``{"trial", "config",
+"result"}``) and the journals of ``kd.tick_tock`` (``load_trials`` reads either)."""
 
 from __future__ import annotations
 
@@ -106,3 +107,58 @@ def load_sweep(
     X = torch.tensor(rows, dtype=dtype).reshape(len(rows), space.dim)
     Y = torch.tensor(values, dtype=dtype).reshape(len(rows), len(outputs))
     return Sweep(X, Y, outputs, [dict(r[2]) for r in records], [r[1] for r in records])
+
+
+def journal_outputs(path: str | os.PathLike) -> tuple[list[Any], list[dict[str, Any]], dict[str, list[float]]]:
+    """``(trial ids, configs, outputs)`` of a journal of the optimisation loop: the one place that reads one.
+
+    ``outputs`` holds ``loss`` (NaN for a trial that did not finish "ok": failed trials stay out of
+    loss regression) and ``cost`` (the measured final cost of every finished or failed trial that
+    recorded one; NaN for running, lost and stopped trials, whose final cost was never measured).
+    """
+    from ..loop.journal import JournalError, read_journal
+    from ..loop.trial import TrialState
+
+    try:
+        _, records = read_journal(path)
+    except JournalError as exc:
+        raise SweepError(str(exc)) from None
+    measured = (TrialState.OK, TrialState.FAILED)
+    trials = [t.id for t in records]
+    configs = [t.config for t in records]
+    loss = [t.loss if t.state is TrialState.OK else math.nan for t in records]
+    cost = [t.cost if t.state in measured and t.cost is not None else math.nan for t in records]
+    return trials, configs, {"loss": loss, "cost": cost}
+
+
+def is_journal(path: str | os.PathLike) -> bool:
+    """Whether ``path`` starts with a kerneldsl journal header (else it is read as a sweep file)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline()
+    except OSError as exc:
+        raise SweepError(f"cannot read {os.fspath(path)!r}: {exc.strerror or exc}") from exc
+    try:
+        head = json.loads(first)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(head, dict) and head.get("kind") == "header"
+
+
+def load_trials(path: str | os.PathLike, space: Space, clip: bool = False, dtype: torch.dtype = torch.float64) -> Sweep:
+    """A sweep file or a ``kd.tick_tock`` journal as a ``Sweep``.
+
+    A journal gives the outputs ``loss`` and ``cost`` (``journal_outputs``); a sweep file gives
+    every result key, plus ``cost`` as an alias of ``training_time`` when it has no ``cost``.
+    """
+    if not is_journal(path):
+        sweep = load_sweep(path, space, clip=clip, dtype=dtype)
+        if "cost" not in sweep.output_names and "training_time" in sweep.output_names:
+            sweep.Y = torch.cat([sweep.Y, sweep.output("training_time").unsqueeze(-1)], dim=-1)
+            sweep.output_names = (*sweep.output_names, "cost")
+        return sweep
+    trials, configs, outputs = journal_outputs(path)
+    rows = [space.encode(config, f"{os.fspath(path)} (trial {trial})", clip) for trial, config in zip(trials, configs)]
+    X = torch.tensor(rows, dtype=dtype).reshape(len(rows), space.dim)
+    Y = torch.tensor(list(zip(*outputs.values())), dtype=dtype).reshape(len(rows), len(outputs))
+    return Sweep(X, Y, tuple(outputs), [dict(c) for c in configs], trials)

@@ -1,0 +1,119 @@
+"""Comparing models: the paired table finds a known winner, sizes are checked, journals are data, the CLI runs."""
+
+import math
+import textwrap
+
+import pytest
+import torch
+from botorch.models import SingleTaskGP
+from gpytorch.constraints import Interval
+from gpytorch.kernels import RBFKernel
+
+from kerneldsl.cli import main as cli_main
+from kerneldsl.evaluation import compare as cmp
+from kerneldsl.evaluation.cv import CrossValidationError
+from kerneldsl.evaluation.sweep import journal_outputs, load_trials
+from kerneldsl.loop.journal import Journal
+
+SPACE_MODULE = textwrap.dedent("""
+    import kerneldsl as kd
+
+    space = kd.Space([kd.Scalar("a", 0.0, 1.0), kd.Scalar("b", 1e-3, 1.0, log=True), kd.Choice("c", ["x", "y"])])
+    feature_chain = kd.Chain(space, [kd.PassThrough("a"), kd.Log("b"), kd.OneHot("c")])
+""")
+
+
+def _blind(train_X, train_Y):
+    """A GP whose lengthscale cannot exceed 1e-3: it predicts about the training mean everywhere."""
+    covar = RBFKernel(batch_shape=train_X.shape[:-2], lengthscale_constraint=Interval(1e-5, 1e-3))
+    return SingleTaskGP(train_X, train_Y, covar_module=covar)
+
+
+@pytest.fixture(scope="module")
+def smooth():
+    x = torch.linspace(0, 1, 14, dtype=torch.float64).unsqueeze(-1)
+    return x, torch.sin(4 * x)
+
+
+def test_paired_table_finds_the_known_winner(smooth, single_thread):
+    X, Y = smooth
+    models = [cmp.Candidate("blind", _blind), cmp.Candidate("rbf", SingleTaskGP)]
+    records = cmp.compare(models, X, Y, sizes=[12], seeds=range(3), held_out=4, progress=False)
+    assert len(records) == 6 and {r["folds"] for r in records} == {4}
+    (result,) = cmp.paired(records, ["blind", "rbf"], [12])
+    assert (result.candidate, result.reference, result.seeds) == ("rbf", "blind", 3)
+    for metric in ("mlpd", "rmse", "mae"):
+        assert result.verdict(metric) == "win", (metric, result.advantage[metric])
+    table = cmp.paired_table([result])
+    assert "| rbf | 12 | 3 |" in table and " win " in table
+    rows = cmp.summarise(records, ["blind", "rbf"], [12])
+    assert [r["model"] for r in rows] == ["blind", "rbf"] and all(r["seeds"] == 3 for r in rows)
+    assert rows[1]["rmse"] < 0.2 < rows[0]["rmse"]
+    reversed_ = cmp.paired(records, ["rbf", "blind"], [12])[0]
+    assert reversed_.verdict("rmse") == "loss"
+
+
+def test_verdicts_at_two_standard_errors():
+    p = cmp.Paired("a", "b", 10, 5, {"mlpd": (0.3, 0.1), "rmse": (-0.3, 0.1), "mae": (0.1, 0.1),
+                                     "mean_density": (0.2, math.nan)})
+    assert [p.verdict(m) for m in ("mlpd", "rmse", "mae", "mean_density")] == ["win", "loss", "tie", "tie"]
+
+
+@pytest.mark.parametrize("sizes", [[2], [15], [5, 99], []])
+def test_subset_sizes_outside_the_data_are_errors(sizes):
+    with pytest.raises(CrossValidationError, match="between 3 and the 14 trials"):
+        cmp.check_sizes(sizes, 14)
+
+
+def _journal(path, space):
+    torch.manual_seed(0)
+    X = space.sample(9, seed=1)
+    with Journal(path, {"parameters": list(space.names)}) as journal:
+        for i, config in enumerate(space.to_configs(X)):
+            failed = i == 2
+            journal.append({"trial": i, "config": config, "status": "failed" if failed else "ok",
+                            "loss": None if failed else 1.0 + config["a"] ** 2, "cost": 2.0 + i / 10})
+    return path
+
+
+@pytest.fixture
+def toy_files(tmp_path):
+    namespace: dict = {}
+    exec(SPACE_MODULE, namespace)
+    (tmp_path / "toy_space.py").write_text(SPACE_MODULE)
+    (tmp_path / "toy.kernel").write_text("kernel = matern52({a, log_b}) * categorical({c_x, c_y})\n")
+    _journal(tmp_path / "journal.jsonl", namespace["space"])
+    return tmp_path, namespace["space"]
+
+
+def test_a_journal_is_data_for_loss_and_cost(toy_files):
+    path, space = toy_files
+    trials, configs, outputs = journal_outputs(path / "journal.jsonl")
+    assert trials == list(range(9)) and len(configs) == 9
+    assert math.isnan(outputs["loss"][2]) and outputs["cost"][2] == pytest.approx(2.2)
+    sweep = load_trials(path / "journal.jsonl", space)
+    assert sweep.output_names == ("loss", "cost") and sweep.X.shape == (9, space.dim)
+    assert sweep.target("loss")[0].shape == (8, space.dim) and sweep.target("cost")[0].shape == (9, space.dim)
+
+
+def test_cli_compares_kernels_on_a_journal(toy_files, capsys):
+    path, _ = toy_files
+    plot = path / "cv.png"
+    args = ["cv", "--data", str(path / "journal.jsonl"), "--space-module", str(path / "toy_space.py"),
+            "--kernel", str(path / "toy.kernel"), "--kernel", "botorch_default", "--target", "cost", "--log",
+            "--n", "6", "--seeds", "2", "--held-out", "2", "--plot", str(plot), "--threads", "1"]
+    assert cli_main(args) == 0
+    captured = capsys.readouterr()
+    assert "9 trials, 9 with 'cost'; target log(cost)" in captured.out  # the failed trial has a cost
+    assert "2 model(s) x 1 subset size(s) x 2 seed(s): 4 cells, 8 folds to fit" in captured.err
+    assert "| toy | 6 | 2 | 2 |" in captured.out and "| botorch_default | 6 | 2 |" in captured.out
+    assert plot.stat().st_size > 0
+
+
+@pytest.mark.parametrize("n", ["1", "9", "4,0"])
+def test_cli_rejects_subset_sizes_outside_the_trials(toy_files, capsys, n):
+    path, _ = toy_files
+    args = ["cv", "--data", str(path / "journal.jsonl"), "--space-module", str(path / "toy_space.py"),
+            "--kernel", str(path / "toy.kernel"), "--n", n]
+    assert cli_main(args) == 1
+    assert "between 3 and the 8 trials with the target" in capsys.readouterr().err
