@@ -9,11 +9,11 @@ from botorch.models import SingleTaskGP
 from gpytorch.constraints import Interval
 from gpytorch.kernels import RBFKernel
 
+import kerneldsl as kd
 from kerneldsl.cli import main as cli_main
 from kerneldsl.evaluation import compare as cmp
 from kerneldsl.evaluation.cv import CrossValidationError
 from kerneldsl.evaluation.sweep import journal_outputs, load_trials
-from kerneldsl.loop.journal import Journal
 
 SPACE_MODULE = textwrap.dedent("""
     import kerneldsl as kd
@@ -66,13 +66,14 @@ def test_subset_sizes_outside_the_data_are_errors(sizes):
 
 
 def _journal(path, space):
+    """A study's journal of 9 trials, the third failed (it keeps its cost)."""
     torch.manual_seed(0)
-    X = space.sample(9, seed=1)
-    with Journal(path, {"parameters": list(space.names)}) as journal:
-        for i, config in enumerate(space.to_configs(X)):
-            failed = i == 2
-            journal.append({"trial": i, "config": config, "status": "failed" if failed else "ok",
-                            "loss": None if failed else 1.0 + config["a"] ** 2, "cost": 2.0 + i / 10})
+    with kd.Study(space, 10.0, path, n_init=9, n_trials=9, seed=1) as study:
+        for i, trial in enumerate(study.ask(9)):
+            if i == 2:
+                study.tell(trial, {"loss": float("nan"), "cost": 2.0 + i / 10})
+            else:
+                study.tell(trial, {"loss": 1.0 + trial.config["a"] ** 2, "cost": 2.0 + i / 10})
     return path
 
 
