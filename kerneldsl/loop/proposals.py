@@ -10,25 +10,31 @@ Mixed spaces: choices and integers are optimised as discrete values.
 
 * Few branches (at most `MAX_ENUMERATED_COMBINATIONS` active combinations of the
   choices, `kerneldsl.space.combinations.choice_combinations`): every branch is optimised
-  with its choices fixed and the parameters it switches off fixed at their defaults,
-  as botorch's ``optimize_acqf_mixed`` does with a fixed-feature list. A branch with
-  active integers goes to botorch's ``optimize_acqf_mixed_alternating`` (its integers as
-  ``discrete_dims``, the branch as ``fixed_features``); a branch without them to
-  ``optimize_acqf`` from ``num_restarts`` starts drawn out of ``raw_samples`` Sobol points
-  of the branch and the observed points. ``num_restarts`` and ``raw_samples`` count per
-  branch, as in ``optimize_acqf_mixed``.
+  with its choices fixed and the parameters it switches off fixed at their defaults
+  (botorch's ``fixed_features``), and the best candidate over all branches wins, as in
+  botorch's ``optimize_acqf_mixed`` with a fixed-feature list. A branch with active
+  integers goes to botorch's ``optimize_acqf_mixed_alternating`` (its integers as
+  ``discrete_dims``); a branch without them to ``optimize_acqf`` from starts drawn out of
+  Sobol points of the branch and the observed points moved onto it. ``num_restarts``
+  and ``raw_samples`` are shared out among the branches (`Proposer._per_branch`), so a
+  proposal's effort does not grow with the number of branches.
 * Many branches: one ``optimize_acqf_mixed_alternating`` run over the whole space
   (choices as ``cat_dims``, integers as ``discrete_dims``; ``num_restarts`` local
   searches started from the best of ``raw_samples`` points), on the acquisition of
   each point's valid version (`Space.deactivate`: switched-off parameters at their
   defaults), so a branch change is judged by the config it stands for.
 
-Integers with at most `MAX_DISCRETE_INT_VALUES` values move by integer neighbour steps
-in the alternating optimiser; wider ones are optimised relaxed and rounded, as botorch
-does for wide ranges (``acq_options={"max_discrete_values": ...}`` changes the bound).
-The models see rounded inputs either way (their rounding input transform). Linear
-constraints go to every optimiser as ``inequality_constraints``; a candidate is taken
-only when its exact rounding is feasible and new.
+The alternating optimiser starts from the best of its raw points (botorch's "random"
+initialisation) and runs at most `MAX_ALTERNATING_STEPS` rounds of integer neighbour
+moves and continuous L-BFGS steps; these two bounds keep a proposal within about twice
+the old continuous-relaxation cost (``acq_options`` may set any of its options:
+``initialization_strategy``, ``maxiter_alternating``, ``max_discrete_values``, ...;
+``maxiter`` sets the continuous optimisations). Integers with at most
+`MAX_DISCRETE_INT_VALUES` values move by integer neighbour steps; wider ones are
+optimised relaxed and rounded, as botorch does for wide ranges. The models see rounded
+inputs either way (their rounding input transform). Linear constraints go to every
+optimiser as ``inequality_constraints``; a candidate is taken only when its exact
+rounding is feasible and new.
 """
 
 from __future__ import annotations
@@ -264,8 +270,8 @@ class Proposer:
         return restarts, max(restarts * MIN_RAW_PER_RESTART, -(-self.raw_samples // branches))
 
     def _alternating_options(self) -> dict[str, Any]:
-        """Options of ``optimize_acqf_mixed_alternating``: its own keys of ``acq_options``, ``maxiter`` as the
-        iterations of its continuous-relaxation start."""
+        """Options of ``optimize_acqf_mixed_alternating``: its own keys of ``acq_options`` (``maxiter`` as the
+        iterations of a continuous-relaxation start, if one is asked for) over this module's defaults."""
         options = {key: value for key, value in self.acq_options.items() if key in ALTERNATING_OPTIONS}
         if "maxiter" in self.acq_options:
             options.setdefault("maxiter_init", self.acq_options["maxiter"])

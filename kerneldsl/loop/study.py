@@ -10,8 +10,9 @@ next.
 Schedule: trial positions count every trial that is not lost. Positions below
 ``len(initial_configs) + n_init`` get the initial design (the user's configs, then
 scrambled Sobol points seeded by ``seed``, balanced over the space's branches by
-`kerneldsl.space.sampling.balanced_sample` so that every choice value is seen early); position ``p`` after that is model-based
-iteration ``k = p - n_initial + 1``, a tick when ``floor(k * tick_ratio)`` steps up
+`kerneldsl.space.sampling.balanced_sample` so that every choice value is seen early);
+position ``p`` after that is model-based iteration ``k = p - n_initial + 1``, a tick
+when ``floor(k * tick_ratio)`` steps up
 (`phase_of`). The phase belongs to the position, not to the time it is asked, so with
 several trials in flight ticks and tocks still alternate in the order asked: ``ask(4)``
 after the initial design gives tock, tick, tock, tick, each with the earlier ones
