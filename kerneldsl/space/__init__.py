@@ -8,5 +8,6 @@ from .transforms import (Add, Chain, FeatureTransform, Log, Mean, Multiply, OneH
                          Subtract)
 
 __all__ = ["Space", "Scalar", "Int", "Choice", "Parameter", "LinearConstraint", "SpaceError", "ConfigError",
-           "sample", "balanced_sample", "initial_design", "Combination", "choice_combinations", "SamplingError", "Chain", "FeatureTransform", "Log", "Add", "Subtract",
-           "Multiply", "Mean", "RelativeToMean", "OneHot", "PassThrough"]
+           "sample", "balanced_sample", "initial_design", "SamplingError", "Combination", "choice_combinations",
+           "Chain", "FeatureTransform", "Log", "Add", "Subtract", "Multiply", "Mean", "RelativeToMean", "OneHot",
+           "PassThrough"]
