@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO_ROOT / "examples"))
 
 import kerneldsl as kd  # noqa: E402
 from kerneldsl.loop.results import best_feasible, best_so_far  # noqa: E402
+from kerneldsl.space.sampling import balanced_sample  # noqa: E402
 from digits_task import (COST_KERNEL, DEFAULT_CONFIG, LOSS_KERNEL, make_feature_chain, make_space,  # noqa: E402
                          default_max_cost, train)
 
@@ -96,7 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def check_shared_design(space: kd.Space, n_init: int, total: int, seed: int) -> None:
     """The sobol method draws all its points at once; its first ``n_init`` must be the shared design."""
-    if not torch.equal(kd.sample(space, n_init, seed=seed), kd.sample(space, total, seed=seed)[:n_init]):
+    if not torch.equal(balanced_sample(space, n_init, seed=seed), balanced_sample(space, total, seed=seed)[:n_init]):
         raise BenchmarkError(f"seed {seed}: the first {n_init} of {total} Sobol points differ from the {n_init}-point "
                              "design, so the sobol method would not share the initial design")
 
@@ -202,16 +203,16 @@ def run_all(args: argparse.Namespace, raw_path: Path) -> list[dict]:
 # ---------------------------------------------------------------------- reporting
 
 
-def as_trials(record: dict) -> list[kd.Trial]:
-    """The raw record's trials as `kd.Trial` objects (what the result helpers take)."""
+def as_trials(records: list[dict]) -> list[kd.Trial]:
+    """Raw per-trial records as `kd.Trial` objects (what `best_feasible` and `best_so_far` read)."""
     return [kd.Trial(id=i, config={}, phase=kd.Phase(t["phase"]), state=kd.TrialState(t["status"]), loss=t["loss"],
-                     cost=t["cost"]) for i, t in enumerate(record["trials"])]
+                     cost=t["cost"]) for i, t in enumerate(records)]
 
 
 def metrics(record: dict) -> dict:
     """The reported numbers of one run, judged against the benchmark's max_cost."""
     trials, max_cost, n_init = record["trials"], record["max_cost"], record["n_init"]
-    best = best_feasible(as_trials(record), max_cost)
+    best = best_feasible(as_trials(trials), max_cost)
     over = lambda group: sum(t["cost"] is None or t["cost"] > max_cost for t in group) / max(len(group), 1)  # noqa: E731
     return {
         "best_loss": best.loss if best else math.nan,
@@ -278,7 +279,7 @@ def plot(records: list[dict], path: Path) -> None:
     ax_loss, ax_cost = fig.subplots(1, 2)
     for method, group in by_method(records).items():
         curves = {
-            ax_loss: torch.tensor([[math.nan if v is None else v for v in best_so_far(as_trials(r), r["max_cost"])]
+            ax_loss: torch.tensor([[math.nan if v is None else v for v in best_so_far(as_trials(r["trials"]), r["max_cost"])]
                                    for r in group], dtype=torch.float64),
             ax_cost: torch.tensor([[t["cost"] or 0.0 for t in r["trials"]] for r in group], dtype=torch.float64).cumsum(-1),
         }

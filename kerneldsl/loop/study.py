@@ -9,8 +9,10 @@ next.
 
 Schedule: trial positions count every trial that is not lost. Positions below
 ``len(initial_configs) + n_init`` get the initial design (the user's configs, then
-scrambled Sobol points seeded by ``seed``); position ``p`` after that is model-based
-iteration ``k = p - n_initial + 1``, a tick when ``floor(k * tick_ratio)`` steps up
+scrambled Sobol points seeded by ``seed``, balanced over the space's branches by
+`kerneldsl.space.sampling.balanced_sample` so that every choice value is seen early);
+position ``p`` after that is model-based iteration ``k = p - n_initial + 1``, a tick
+when ``floor(k * tick_ratio)`` steps up
 (`phase_of`). The phase belongs to the position, not to the time it is asked, so with
 several trials in flight ticks and tocks still alternate in the order asked: ``ask(4)``
 after the initial design gives tock, tick, tock, tick, each with the earlier ones
@@ -32,7 +34,7 @@ import torch
 from torch import Tensor
 
 from ..model import DEFAULT_KERNEL, KernelGP, OutputModel, default_feature_chain
-from ..space.sampling import sample
+from ..space.sampling import balanced_sample
 from ..space.space import Space
 from .budget import Budget, BudgetLike
 from .journal import Journal, JournalError, read_journal
@@ -293,7 +295,7 @@ class Study:
         if position < len(self.initial_configs):
             return dict(self.initial_configs[position]), "given"
         if self._X_init is None:
-            self._X_init = sample(self.space, self.n_init, seed=self.seed, dtype=self.dtype, device=self.device)
+            self._X_init = balanced_sample(self.space, self.n_init, seed=self.seed, dtype=self.dtype, device=self.device)
         return self.space.to_configs(self._X_init[position - len(self.initial_configs)][None])[0], "sobol"
 
     def _impute_failed(self) -> float | None:

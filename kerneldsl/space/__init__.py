@@ -1,11 +1,13 @@
 """Search spaces: parameters with conditions, linear constraints, rounding, sampling and feature transforms."""
 
 from .parameters import Choice, ConfigError, Int, Parameter, Scalar, SpaceError
-from .sampling import SamplingError, initial_design, sample
+from .combinations import Combination, choice_combinations
+from .sampling import SamplingError, balanced_sample, initial_design, sample
 from .space import LinearConstraint, Space
 from .transforms import (Add, Chain, FeatureTransform, Log, Mean, Multiply, OneHot, PassThrough, RelativeToMean,
                          Subtract)
 
 __all__ = ["Space", "Scalar", "Int", "Choice", "Parameter", "LinearConstraint", "SpaceError", "ConfigError",
-           "sample", "initial_design", "SamplingError", "Chain", "FeatureTransform", "Log", "Add", "Subtract",
-           "Multiply", "Mean", "RelativeToMean", "OneHot", "PassThrough"]
+           "sample", "balanced_sample", "initial_design", "SamplingError", "Combination", "choice_combinations",
+           "Chain", "FeatureTransform", "Log", "Add", "Subtract", "Multiply", "Mean", "RelativeToMean", "OneHot",
+           "PassThrough"]

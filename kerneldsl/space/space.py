@@ -438,7 +438,12 @@ class Space:
 
     def round(self, X: Tensor) -> Tensor:
         """Exact rounding: ints and choice indices to valid values, inactive parameters to their defaults."""
-        X = round_search(self._check_width(X), self.discrete_layout)
+        return self.deactivate(round_search(self._check_width(X), self.discrete_layout))
+
+    def deactivate(self, X: Tensor) -> Tensor:
+        """``X`` with every inactive parameter at its default (no rounding): differentiable in the active
+        coordinates, so an acquisition evaluated on ``deactivate(X)`` sees each point as the config it stands for."""
+        X = self._check_width(X)
         if not self._conditional:
             return X
         return torch.where(self.active_mask(X), X, self.defaults.to(X))

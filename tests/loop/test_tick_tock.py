@@ -38,7 +38,7 @@ FAST = dict(num_restarts=2, raw_samples=32, mc_samples=16, acq_options={"maxiter
 SEARCH = {**FAST, "num_restarts": 4, "raw_samples": 64, "mc_samples": 32}
 """The main run's settings: with FAST's 2 restarts and 16 MC samples one seed in four stalls for 20 trials."""
 
-MAIN_SEED, MAIN_INIT, MAIN_ITER = 0, 8, 12
+MAIN_SEED, MAIN_INIT, MAIN_ITER = 1, 8, 12
 TOLERANCE = 0.08
 """Gap to the known best feasible loss (0.382) that the main run must close within MAIN_INIT + MAIN_ITER trials."""
 
@@ -93,7 +93,8 @@ def test_finds_known_best_feasible_loss_where_random_search_does_not(main_run):
 
     Measured while writing this test (SEARCH settings, 8 + 12 trials, gap after the 20th trial): tick-tock 0.014 /
     0.032 / 0.023 / 0.039 for seeds 0 / 1 / 2 / 3; with larger settings (128 raw, 64 MC samples) at most 0.074; with
-    FAST's smaller settings seed 1 stalls at 0.19 (hence SEARCH).
+    FAST's smaller settings seed 1 stalls at 0.19 (hence SEARCH). Since the initial design is balanced over the
+    branches, seed 0's 8 initial points alone come within 0.074, so the run uses seed 1 (initial design 0.216 off).
     Sobol designs of 20 points over 300 seeds: median gap 0.17, and 15% of them get within 0.08; over the
     seeds 0-19 used below, 3 of 20 do (median 0.18).
     """

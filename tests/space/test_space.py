@@ -222,7 +222,7 @@ def test_initial_design_puts_manual_configs_first():
     X = kd.initial_design(SPACE, 6, configs=manual, seed=0)
     assert X.shape == (6, SPACE.dim)
     assert_same_config(SPACE.to_configs(X[:1])[0], manual[0])
-    torch.testing.assert_close(X[1:], SPACE.sample(5, seed=0))
+    torch.testing.assert_close(X[1:], kd.space.balanced_sample(SPACE, 5, seed=0))  # balanced over the branches
     space = make_space([kd.LinearConstraint({"log_lr": 1.0}, math.log(1e-3))])
     with pytest.raises(kd.ConfigError, match=r"config 0: .* violates the linear constraint\(s\) \['1\*log_lr <= "):
         kd.initial_design(space, 4, configs=manual)
