@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -30,7 +29,6 @@ from executor_objectives import Sleeper, SteppedReporter, finished, key_of, star
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 TASK = kd.SyntheticTask()
-REPO = Path(__file__).resolve().parents[2]
 
 
 def sobol_study(tmp_path: Path, n: int, name: str = "study.jsonl") -> kd.Study:
