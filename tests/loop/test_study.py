@@ -16,6 +16,7 @@ import torch
 
 import kerneldsl as kd
 from kerneldsl.loop.journal import read_journal
+from kerneldsl.space.sampling import balanced_sample
 
 FAST = dict(num_restarts=2, raw_samples=32, mc_samples=16, acq_options={"maxiter": 30}, fit_options={"maxiter": 30})
 TASK = kd.SyntheticTask()
@@ -87,7 +88,7 @@ def test_a_pending_point_moves_the_proposal_away_from_it():
     (free,) = study.proposer.propose([kd.Phase.TOCK], [4], data)
     data.X_pending = free.x[None]
     (with_pending,) = study.proposer.propose([kd.Phase.TOCK], [4], data)
-    assert free.how == with_pending.how == "acquisition"
+    assert free.how.startswith("acquisition") and with_pending.how.startswith("acquisition")
     assert float((free.x - with_pending.x).abs().max()) > 0.01
     assert with_pending.prediction["pending"] == 1 and "pending" not in free.prediction
 
@@ -226,7 +227,8 @@ def test_a_journal_of_format_1_loads_and_is_converted(tmp_path):
     assert study.trials == trials
     assert json.loads(path.read_text().splitlines()[0])["version"] == 2
     nxt = study.ask()
-    assert nxt.id == 3 and nxt.config == space.to_configs(kd.sample(space, 4, seed=0))[3]
+    # The initial design goes on where the journal left it (the balanced design's 4th point).
+    assert nxt.id == 3 and nxt.config == space.to_configs(balanced_sample(space, 4, seed=0))[3]
 
 
 @pytest.mark.parametrize(("line", "match"), [
