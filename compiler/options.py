@@ -8,6 +8,7 @@ from typing import Any
 from gpytorch.constraints import Interval, Positive
 from gpytorch.priors import GammaPrior, Prior
 
+from .backends.tiling import DEFAULT_TILE_SIZE, DEFAULT_TILE_THRESHOLD
 from .errors import KernelError, did_you_mean
 
 
@@ -35,6 +36,10 @@ class KernelOptions:
     weight_concentration: float | None = 2.0
     lengthscale_constraint: Interval = field(default_factory=Positive)
     outputscale_constraint: Interval = field(default_factory=Positive)
+    tile_size: int | None = DEFAULT_TILE_SIZE
+    """``torch`` backend on CPU/CUDA: kernel entries (pairs x batch elements) per tile; ``None``: never tile."""
+    tile_threshold: int = DEFAULT_TILE_THRESHOLD
+    """``torch`` backend: a K with at most this many entries is evaluated in one piece (faster there)."""
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> "KernelOptions":
@@ -47,4 +52,12 @@ class KernelOptions:
         opts = cls(**options)
         if opts.weight_concentration is not None and not opts.weight_concentration > 0:
             raise KernelError(f"weight_concentration must be positive, got {opts.weight_concentration!r}")
+        if opts.tile_size is not None and not (_is_int(opts.tile_size) and opts.tile_size > 0):
+            raise KernelError(f"tile_size must be a positive integer or None, got {opts.tile_size!r}")
+        if not (_is_int(opts.tile_threshold) and opts.tile_threshold >= 0):
+            raise KernelError(f"tile_threshold must be a non-negative integer, got {opts.tile_threshold!r}")
         return opts
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
