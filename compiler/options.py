@@ -29,6 +29,13 @@ class KernelOptions:
     and a Dirichlet(``weight_concentration``) on the weights of each learned sum
     (2.0: a mild pull towards equal weights; 1.0 is flat). ``None`` for a prior
     means no prior.
+
+    ``tile_size`` and ``tile_threshold`` steer the ``torch`` backend (and ``auto`` off
+    the GPU): a K with more than ``tile_threshold`` entries (n * m times batch
+    elements; default about 600 x 600) is evaluated in tiles of ``tile_size`` entries
+    with memory ``O(n*m + terms * tile_size)``; ``tile_size=None`` never tiles. They
+    are read at every evaluation, so ``kernel.options.tile_size = ...`` changes a
+    built kernel.
     """
 
     lengthscale_prior: Prior | None = field(default_factory=_default_lengthscale_prior)
@@ -37,7 +44,7 @@ class KernelOptions:
     lengthscale_constraint: Interval = field(default_factory=Positive)
     outputscale_constraint: Interval = field(default_factory=Positive)
     tile_size: int | None = DEFAULT_TILE_SIZE
-    """``torch`` backend on CPU/CUDA: kernel entries (pairs x batch elements) per tile; ``None``: never tile."""
+    """``torch`` backend: kernel entries (pairs x batch elements) per tile; ``None``: never tile."""
     tile_threshold: int = DEFAULT_TILE_THRESHOLD
     """``torch`` backend: a K with at most this many entries is evaluated in one piece (faster there)."""
 

@@ -360,7 +360,7 @@ def test_bad_tile_options_raise_kernel_errors(name, value):
         KernelOptions.from_kwargs({name: value})
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(ir=kernel_irs(), seed=st.integers(0, 2**16), batches=st.sampled_from(BATCH_CASES),
        entries=st.sampled_from([1, 4, 9]))
 def test_tiled_backends_agree(ir, seed, batches, entries):

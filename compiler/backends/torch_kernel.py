@@ -12,6 +12,9 @@ over contiguous memory):
 4. per level: all weighted sums as matmuls with [sums x children] weight matrices
    built from the softmaxed logits, all products as one gather + ``prod``;
 5. ``outputscale * root``, mirrored into the symmetric matrix by a gather.
+
+Above ``KernelOptions.tile_threshold`` kernel entries the same evaluation runs tile
+by tile (``tiling.py``), so that memory stays ``O(n*m + terms * tile_size)``.
 """
 
 from __future__ import annotations
