@@ -26,6 +26,8 @@ import argparse
 import os
 import statistics
 import sys
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -34,6 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 from kerneldsl.bench import WORKLOADS, make_kernel, make_step, peak_memory_mib, time_cells  # noqa: E402,F401
 from kerneldsl.compiler.ir import KernelIR, Product, Span, Sum, Term  # noqa: E402
+from kerneldsl.compiler.options import KernelOptions  # noqa: E402
 
 
 def mnist_like_ir() -> KernelIR:
@@ -124,6 +127,131 @@ def time_backends(ir: KernelIR, backends: list[str], workload: str, n: int, repe
     return {b: {label: statistics.median(v) for label, v in t.items()} for b, t in samples.items()}
 
 
+# --- Scaling mode (--scaling): the torch backend tiled and in one piece against reference as n grows ---------
+#
+# Every cell runs in fresh processes (spawned one after another, variants interleaved round by
+# round) that build the kernel, take a warm-up step when n <= 2000, then time ``calls``
+# forward+backward steps; peak memory is the growth of the process's peak resident set
+# (VmHWM) over the whole run above the resident set once kernel and inputs are built, with
+# glibc's default allocation behaviour (what a user's process sees; unlike the table above,
+# no fixed mmap threshold, which would slow the tiled path's small tables down).
+
+SCALING_VARIANTS = {
+    "reference": ("reference", {}),
+    "torch, one piece": ("torch", {"tile_size": None}),
+    "torch, tiled": ("torch", {"tile_threshold": 0}),
+}
+"""Column -> (backend, KernelOptions fields)."""
+SCALING_CALLS = {381: (3, 5), 1000: (2, 3), 2000: (2, 2), 4000: (1, 1), 8000: (1, 1)}
+"""n -> (rounds, timed calls per round and variant); larger n: one round of one call."""
+
+
+@dataclass(frozen=True)
+class ScalingCell:
+    """One measurement: a variant of the kernel on one workload, n points, ``folds`` batched models (0: one)."""
+
+    kernel: str
+    variant: str
+    workload: str
+    n: int
+    folds: int
+    threads: int
+    calls: int
+
+    @property
+    def warmup(self) -> bool:
+        return self.n <= 2000
+
+
+def _scaling_step(ir: KernelIR, cell: ScalingCell):
+    """A forward+backward closure: ``train`` (K(X, X) weighted sum, backward to hyperparameters) or
+    ``mll`` (exact MLL of a SingleTaskGP, Cholesky included); ``folds`` > 0: that many leave-one-out
+    folds of n points (n - 1 each) as one batched model with ``batch_shape=[folds]``."""
+    backend, options = SCALING_VARIANTS[cell.variant]
+    kernel = make_kernel(ir, backend, torch.float64, "cpu", batch_shape=(cell.folds,) if cell.folds else ())
+    kernel.options = replace(kernel.options, **options)
+    g = torch.Generator().manual_seed(1)
+    X = torch.rand(cell.n, len(ir.features), generator=g, dtype=torch.float64)
+    if cell.folds:
+        keep = ~torch.eye(cell.n, dtype=torch.bool)[:cell.folds]  # fold i leaves point i out
+        X = torch.stack([X[k] for k in keep])
+    if cell.workload == "train":
+        weights = torch.randn(X.shape[:-1] + X.shape[-2:-1], generator=g, dtype=torch.float64)
+        return lambda: (kernel(X).to_dense() * weights).sum().backward()
+    from botorch.models import SingleTaskGP
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    Y = torch.sin(5 * X[..., :3].sum(-1, keepdim=True))
+    model = SingleTaskGP(X, Y, covar_module=kernel, outcome_transform=None).to(torch.float64)
+    model.train()
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    return lambda: (-mll(model(*model.train_inputs), model.train_targets).sum()).backward()
+
+
+def _scaling_child(cell: ScalingCell, queue) -> None:
+    torch.set_num_threads(cell.threads)
+    step = _scaling_step(IRS[cell.kernel](), cell)
+    gc.collect()
+    base = _read_status_kb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak resident set (VmHWM) to the current one
+    if cell.warmup:
+        step()
+    times = []
+    for _ in range(cell.calls):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    queue.put((times, (_read_status_kb("VmHWM") - base) / 1024))
+
+
+def _run_scaling_cell(cell: ScalingCell) -> tuple[list[float], float]:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_scaling_child, args=(cell, queue))
+    proc.start()
+    result = queue.get(timeout=3600)
+    proc.join()
+    return result
+
+
+def scaling(kernel: str, ns: list[int], threads: list[int], max_n: dict[str, int], mll_ns: list[int],
+            folds: int, folds_n: int) -> None:
+    """Print the scaling table (markdown): median fwd+bwd ms and peak MiB per variant."""
+    ir = IRS[kernel]()
+    rows = [("train", n, 0) for n in ns] + [("mll", n, 0) for n in mll_ns]
+    if folds:  # compare with `folds` times the unbatched rows at folds_n
+        rows += [("train", folds_n, folds), ("mll", folds_n, folds)]
+    default = KernelOptions()
+    print(f"kernel {kernel}: {len(ir.features)} features, {ir.num_terms} terms; float64, CPU; forward+backward "
+          f"ms (median of rounds x calls, variants interleaved by round) / peak MiB; load average "
+          f"{os.getloadavg()[0]:.1f}; default tile_size={default.tile_size}, "
+          f"tile_threshold={default.tile_threshold}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    names = list(SCALING_VARIANTS)
+    print("| workload | n | folds | threads | " + " | ".join(f"{v} ms / MiB" for v in names)
+          + " | default path |")
+    print("|---|---:|---:|---:|" + "---:|" * len(names) + "---|")
+    for t in threads:
+        for workload, n, f in rows:
+            variants = [v for v in names if n <= max_n.get(v, n)]
+            rounds, calls = SCALING_CALLS.get(n, (1, 1))
+            samples: dict[str, list[float]] = {v: [] for v in variants}
+            peaks: dict[str, list[float]] = {v: [] for v in variants}
+            for _ in range(rounds):
+                for v in variants:
+                    times, peak = _run_scaling_cell(ScalingCell(kernel, v, workload, n, f, t, calls))
+                    samples[v] += times
+                    peaks[v].append(peak)
+            cells = [f"{1e3 * statistics.median(samples[v]):.0f} / {max(peaks[v]):.0f}" if v in samples
+                     else "not run" for v in names]
+            entries = (f or 1) * (n - (1 if f else 0)) ** 2
+            path = "tiled" if entries > max(default.tile_threshold, default.tile_size) else "one piece"
+            print(f"| {workload} | {n} | {f or '-'} | {t} | " + " | ".join(cells) + f" | {path} |", flush=True)
+    print(f"(load average {os.getloadavg()[0]:.1f} at the end)")
+
+# --- end of the scaling mode ---------------------------------------------------------------------------------
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kernel", choices=sorted(IRS), default="hands-on")
@@ -135,7 +263,19 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--scaling", action="store_true", help="the scaling table instead (see scaling())")
+    parser.add_argument("--scaling-n", default="381,1000,2000,4000,8000")
+    parser.add_argument("--scaling-threads", default="1,2")
+    parser.add_argument("--scaling-mll-n", default="381,2000", help="n of the exact-MLL rows")
+    parser.add_argument("--scaling-folds", type=int, default=20, help="batched leave-one-out folds (0: none)")
+    parser.add_argument("--max-n-reference", type=int, default=2000, help="larger n does not fit in memory")
+    parser.add_argument("--max-n-untiled", type=int, default=4000, help="larger n does not fit in memory")
     args = parser.parse_args()
+    if args.scaling:
+        scaling(args.kernel, _ints(args.scaling_n), _ints(args.scaling_threads),
+                {"reference": args.max_n_reference, "torch, one piece": args.max_n_untiled},
+                _ints(args.scaling_mll_n), args.scaling_folds, 381)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
@@ -160,6 +300,10 @@ def main() -> None:
             ratio = memory[b] / memory[base] if memory[base] else float("nan")
             print(f"{workload:<8} {b:<10} {1e3 * t['forward']:>11.2f} {1e3 * t['forward+backward']:>11.2f} "
                   f"{memory[b]:>9.1f} {speedup:>16.2f}x {ratio:>12.2f}x")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v]
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from typing import Any
 from gpytorch.constraints import Interval, Positive
 from gpytorch.priors import GammaPrior, Prior
 
+from .backends.tiling import DEFAULT_TILE_SIZE, DEFAULT_TILE_THRESHOLD
 from .errors import KernelError, did_you_mean
 from .priors import DimensionScaledLogNormal
 
@@ -30,6 +31,13 @@ class KernelOptions:
     (2.0: a mild pull towards equal weights; 1.0 is flat). ``None`` for a prior
     means no prior. ``lengthscale_prior`` may also be a rule that makes a prior per base
     term, ``DimensionScaledLogNormal`` (see ``lengthscale_prior_for``).
+
+    ``tile_size`` and ``tile_threshold`` steer the ``torch`` backend (and ``auto`` off
+    the GPU): a K with more than ``tile_threshold`` entries (n * m times batch
+    elements; default about 600 x 600) is evaluated in tiles of ``tile_size`` entries
+    with memory ``O(n*m + terms * tile_size)``; ``tile_size=None`` never tiles. They
+    are read at every evaluation, so ``kernel.options.tile_size = ...`` changes a
+    built kernel.
     """
 
     lengthscale_prior: Prior | DimensionScaledLogNormal | None = field(default_factory=_default_lengthscale_prior)
@@ -37,6 +45,10 @@ class KernelOptions:
     weight_concentration: float | None = 2.0
     lengthscale_constraint: Interval = field(default_factory=Positive)
     outputscale_constraint: Interval = field(default_factory=Positive)
+    tile_size: int | None = DEFAULT_TILE_SIZE
+    """``torch`` backend: kernel entries (pairs x batch elements) per tile; ``None``: never tile."""
+    tile_threshold: int = DEFAULT_TILE_THRESHOLD
+    """``torch`` backend: a K with at most this many entries is evaluated in one piece (faster there)."""
 
     def lengthscale_prior_for(self, ir, term: int | None = None) -> Prior | None:
         """The lengthscale prior of one term of ``ir`` (its ``[d]`` lengthscales), or of all ``[P]`` slots."""
@@ -55,4 +67,12 @@ class KernelOptions:
         opts = cls(**options)
         if opts.weight_concentration is not None and not opts.weight_concentration > 0:
             raise KernelError(f"weight_concentration must be positive, got {opts.weight_concentration!r}")
+        if opts.tile_size is not None and not (_is_int(opts.tile_size) and opts.tile_size > 0):
+            raise KernelError(f"tile_size must be a positive integer or None, got {opts.tile_size!r}")
+        if not (_is_int(opts.tile_threshold) and opts.tile_threshold >= 0):
+            raise KernelError(f"tile_threshold must be a non-negative integer, got {opts.tile_threshold!r}")
         return opts
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -22,7 +22,7 @@ def compile(source: str, features: Sequence[str], groups: Mapping[str, Sequence[
     ``groups`` maps group names to lists of feature names, ``backend`` is one of
     ``"reference"`` (plain gpytorch modules), ``"torch"`` (vectorised),
     ``"triton"`` (fused GPU kernels) or ``"auto"`` (the fastest available for the
-    inputs' device). ``options`` are ``KernelOptions`` fields (priors, constraints).
+    inputs' device). ``options`` are ``KernelOptions`` fields (priors, constraints, tiling).
     The kernel has ``get_hyperparameters()`` (readable name -> value), ``set_hyperparameters()``
     and ``describe()``; ``hyperparameters()`` is gpytorch's generator of raw parameters.
     Raises ``KernelError`` for any bad input.

@@ -6,6 +6,9 @@ comparisons go through ``harness.assert_backends_agree`` in float64.
 
 from __future__ import annotations
 
+import contextlib
+from unittest import mock
+
 import gpytorch
 import pytest
 import torch
@@ -19,8 +22,11 @@ from ir_strategies import SPAN, kernel_irs, levels_of
 from kerneldsl import KernelError
 from kerneldsl.compiler.backends import get_backend
 from kerneldsl.compiler.backends.reference import SharedKernel
+from kerneldsl.compiler.backends import torch_kernel
+from kerneldsl.compiler.backends.tiling import plan_tiles
 from kerneldsl.compiler.ir import KernelIR, Product, Sum, Term
 from kerneldsl.compiler.kinds import KIND_NAMES
+from kerneldsl.compiler.options import KernelOptions
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -36,8 +42,8 @@ def _inputs(ir: KernelIR, seed: int, *shape: int) -> torch.Tensor:
     return torch.rand(*shape, len(ir.features), generator=torch.Generator().manual_seed(seed), dtype=F64)
 
 
-def _torch_kernel(ir: KernelIR, seed: int = 0, batch_shape=()):
-    kernel = get_backend("torch")(ir, torch.Size(batch_shape)).to(F64)
+def _torch_kernel(ir: KernelIR, seed: int = 0, batch_shape=(), options: KernelOptions | None = None):
+    kernel = get_backend("torch")(ir, torch.Size(batch_shape), options).to(F64)
     kernel.set_hyperparameters(random_hyperparameters(kernel, torch.Generator().manual_seed(seed)))
     return kernel
 
@@ -295,3 +301,129 @@ def test_fixed_weights_are_exact_whatever_the_default_dtype(backend):
     x = _inputs(ir, 0, 4)
     parts = [get_backend("reference")(_ir([t], [], 2)).to(F64)(x).to_dense() for t in terms]
     assert_close(kernel(x).to_dense(), 0.3 * parts[0] + 0.7 * parts[1], 1e-14, f"{backend}: fixed weights")
+
+
+# --- Tiled evaluation (compiler/backends/tiling.py): tiny forced tiles so that every path runs --------
+
+
+def _tiled(entries: int) -> KernelOptions:
+    """Options that tile every evaluation bigger than ``entries`` kernel entries."""
+    return KernelOptions(tile_size=entries, tile_threshold=0)
+
+
+@contextlib.contextmanager
+def _tiled_calls():
+    """Counts the evaluations that took the tiled path."""
+    with mock.patch.object(torch_kernel, "evaluate_tiled", wraps=torch_kernel.evaluate_tiled) as spy:
+        yield spy
+
+
+@pytest.mark.parametrize("mode, n, m, batch, entries", [
+    ("full", 7, 8, (), 9), ("full", 2, 13, (6,), 24), ("full", 8, 3, (), 9), ("full", 5, 5, (2, 3), 1),
+    ("upper", 7, 7, (), 9), ("upper", 8, 8, (2,), 18), ("upper", 5, 5, (), 1),
+    ("diag", 7, 7, (), 3), ("diag", 8, 8, (4,), 12)])
+def test_tiles_cover_every_entry_once_within_the_tile_size(mode, n, m, batch, entries):
+    x1, x2 = torch.zeros(*batch, n, 1), torch.zeros(m, 1)
+    plan = plan_tiles(mode, x1, x2, torch.Size(), entries, 0)
+    count = torch.zeros(n) if mode == "diag" else torch.zeros(n, m)
+    for tile in plan.tiles:
+        pairs = (tile.rows.stop - tile.rows.start) * (1 if mode == "diag" else tile.cols.stop - tile.cols.start)
+        assert max(1, len(x1[..., 0, 0].flatten())) * pairs <= max(entries, len(x1[..., 0, 0].flatten()))
+        if mode == "diag":
+            assert tile.rows == tile.cols
+            count[tile.rows] += 1
+            continue
+        count[tile.rows, tile.cols] += 1
+        if tile.mirrored:
+            assert tile.rows.start < tile.cols.start
+            count[tile.cols, tile.rows] += 1
+        assert tile.mode == ("upper" if mode == "upper" and tile.rows == tile.cols else "full")
+    assert torch.equal(count, torch.ones_like(count)), count
+    assert plan.shape == (*batch, n) + (() if mode == "diag" else (m,))
+
+
+def test_small_or_untiled_evaluations_run_in_one_piece():
+    x = torch.zeros(30, 1)
+    assert plan_tiles("upper", x, x, torch.Size(), None, 0) is None, "tile_size=None never tiles"
+    assert plan_tiles("upper", x, x, torch.Size(), 100, 900) is None, "30 x 30 entries: not above the threshold"
+    assert plan_tiles("upper", x, x, torch.Size([2]), 100, 900) is not None
+    assert plan_tiles("full", x, x, torch.Size(), 900, 0) is None, "one tile: one piece"
+    ir = _shared_ir()
+    with _tiled_calls() as spy:
+        get_backend("torch")(ir)(_inputs(ir, 0, 20)).to_dense()
+    assert not spy.called, "the default threshold keeps small kernels in one piece"
+
+
+@pytest.mark.parametrize("name, value", [("tile_size", 0), ("tile_size", 2.5), ("tile_size", True),
+                                         ("tile_threshold", -1), ("tile_threshold", "big")])
+def test_bad_tile_options_raise_kernel_errors(name, value):
+    with pytest.raises(KernelError, match=name):
+        KernelOptions.from_kwargs({name: value})
+
+
+@settings(max_examples=10, deadline=None)
+@given(ir=kernel_irs(), seed=st.integers(0, 2**16), batches=st.sampled_from(BATCH_CASES),
+       entries=st.sampled_from([1, 4, 9]))
+def test_tiled_backends_agree(ir, seed, batches, entries):
+    """Partial tiles (7 x 8 in tiles of up to 3 x 3), symmetric, diag, broadcast batches."""
+    kernel_batch, x1_batch, x2_batch = batches
+    x1 = _inputs(ir, seed, *x1_batch, 7)
+    x2 = _inputs(ir, seed + 1, *x2_batch, 8)
+    with _tiled_calls() as spy:
+        assert_backends_agree(ir, x1, x2, batch_shape=torch.Size(kernel_batch), options=_tiled(entries), seed=seed)
+    assert spy.call_count >= 4, "K(x1, x2) and K(x1, x1), with and without gradients, tiled"
+
+
+def test_tiled_acquisition_shape_and_batched_folds_agree():
+    """K([6, 2, d], X) as in acquisition optimisation, and a batch of folds K(X_b, X_b) with batch_shape [3]."""
+    ir = _shared_ir()
+    with _tiled_calls() as spy:
+        assert_backends_agree(ir, _inputs(ir, 0, 6, 2), _inputs(ir, 1, 7), options=_tiled(12), seed=1)
+        folds = _inputs(ir, 2, 3, 8)
+        assert_backends_agree(ir, folds, folds[..., :5, :], batch_shape=torch.Size([3]), options=_tiled(30), seed=2)
+    assert spy.call_count == 8, "K(x1, x2) and K(x1, x1) of both, with and without gradients, tiled"
+
+
+@settings(max_examples=6, deadline=None)
+@given(ir=kernel_irs(max_features=3, max_terms=4, max_composites=3), seed=st.integers(0, 2**16),
+       batch=st.sampled_from([(), (2,)]))
+def test_tiled_gradcheck_including_identical_points(ir, seed, batch):
+    """2 x 2 tiles of a 5 x 4 K: gradcheck (fast mode: each backward recomputes every tile)."""
+    x1 = _inputs(ir, seed, *batch, 5)
+    x1[..., 3, :] = x1[..., 1, :]  # a repeated point, in another tile than its twin
+    x2 = _inputs(ir, seed + 1, *batch, 4)
+    x2[..., 0, :] = x1[..., 0, :]
+    with _tiled_calls() as spy:
+        _gradcheck(_torch_kernel(ir, seed, batch, options=_tiled(4 * (2 if batch else 1))), x1, x2, fast_mode=True)
+    assert spy.called
+
+
+def test_tiled_marginal_log_likelihood_agrees():
+    ir = _shared_ir()
+    X = _inputs(ir, 3, 11)
+    Y = torch.sin(6 * X.sum(-1, keepdim=True))
+    values, grads = {}, {}
+    with _tiled_calls() as spy:
+        for name, kernel in build_kernels(ir, options=_tiled(16)).items():
+            kernel.set_hyperparameters(random_hyperparameters(kernel, torch.Generator().manual_seed(4)))
+            values[name] = _mll(kernel, X, Y)
+            grads[name] = slot_gradients(kernel, values[name])
+    assert spy.called
+    assert_close(values["torch"], values["reference"], 1e-10, "tiled marginal log likelihood")
+    assert_close(grads["torch"], grads["reference"], 1e-9, "tiled marginal log likelihood gradient")
+
+
+def test_tiled_forward_saves_no_pair_tables_for_backward():
+    """Memory: what autograd keeps from a tiled forward is the inputs and hyperparameters, nothing per pair."""
+    ir = _shared_ir()
+    x = _inputs(ir, 0, 40).requires_grad_(True)
+    saved = {}
+    for label, options in (("one piece", KernelOptions(tile_size=None)), ("tiled", _tiled(64))):
+        kernel = _torch_kernel(ir, options=options)
+        sizes = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
+            matrix = kernel(x).to_dense()
+        saved[label] = max(sizes)
+        matrix.sum().backward()
+    assert saved["one piece"] >= 40 * 41 // 2, "the untiled path keeps [*, pairs] tables (the check can fail)"
+    assert saved["tiled"] <= x.numel(), saved

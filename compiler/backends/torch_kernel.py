@@ -13,6 +13,9 @@ over contiguous memory):
 4. per level: all weighted sums as matmuls with [sums x children] weight matrices
    built from the softmaxed logits, all products as one gather + ``prod``;
 5. ``outputscale * root``, mirrored into the symmetric matrix by a gather.
+
+Above ``KernelOptions.tile_threshold`` kernel entries the same evaluation runs tile
+by tile (``tiling.py``), so that memory stays ``O(n*m + terms * tile_size)``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from ..kinds import KINDS, Distance, kind_of
 from ..options import KernelOptions
 from .common import check_inputs
 from .flat_params import FlatParameterKernel
+from .tiling import evaluate_tiled, plan_tiles
 
 
 @dataclass(frozen=True)
@@ -225,31 +229,68 @@ class TorchKernel(FlatParameterKernel):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False,
                 last_dim_is_batch: bool = False, **params) -> torch.Tensor:
         check_inputs(self.ir, x1, x2, diag, last_dim_is_batch)
-        plan = self.plan
         dtype = torch.promote_types(torch.promote_types(x1.dtype, x2.dtype), self.raw_lengthscale.dtype)
         x1, x2 = x1.to(dtype), x2.to(dtype)
-        pairs = _pairs_mode(x1, x2, diag)
+        mode = _pairs_kind(x1, x2, diag)
         batch = self.raw_outputscale.shape  # the kernel's batch shape, without walking submodules
         inverse = self.lengthscale.to(dtype).reciprocal()
-
-        blocks: list[torch.Tensor] = []
-        for stage in (plan.squared, plan.absolute):
-            if stage.num_terms:
-                square = stage.distance is Distance.SQUARED
-                tables = self._distances(x1, x2, pairs, stage.distance.value, inverse.square() if square else inverse,
-                                         square, [(start, stop) for _, start, stop in stage.kind_blocks])
-                blocks += [KINDS[kind].math.torch(d) for (kind, _, _), d in zip(stage.kind_blocks, tables)]
-
         weights = torch.cat([_grouped_softmax(self.weight_logits.to(dtype), self._get("weight_groups")),
                              self._fixed_weights.to(dtype).expand(*batch, -1)], dim=-1)
+        hyperparameters = self._prepare(inverse, weights, self.outputscale.to(dtype))
+        tiles = plan_tiles(mode, x1, x2, batch, self.options.tile_size, self.options.tile_threshold)
+        if tiles is not None:
+            return evaluate_tiled(self._evaluate, tiles, x1, x2, *hyperparameters)
+        return self._evaluate(x1, x2, mode, *hyperparameters)
+
+    def _prepare(self, inverse: torch.Tensor, weights: torch.Tensor,
+                 outputscale: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What ``_evaluate`` reads of the hyperparameters, built once per forward (not per tile).
+
+        From the inverse lengthscales and the softmaxed learned weights followed by the fixed
+        ones: ``(outputscale, W of the squared stage, W of the absolute stage, the
+        [*, sums, block rows] weight matrix of each level's sum sources in order)``.
+        """
+        batch = weights.shape[:-1]
+        matrices = [self._stage_matrix("squared", inverse.square()), self._stage_matrix("absolute", inverse)]
+        for i, level in enumerate(self.plan.levels):
+            for j, source in enumerate(level.sum_sources):
+                rows = self.plan.block_rows[source.block]
+                matrix = weights.new_zeros(*batch, level.num_sums * rows).index_add(
+                    -1, self._get(i, "sum", j, "positions"), weights[..., self._get(i, "sum", j, "weights")])
+                matrices.append(matrix.view(*batch, level.num_sums, rows))
+        return (outputscale, *matrices)
+
+    def _stage_matrix(self, name: str, entries: torch.Tensor) -> torch.Tensor:
+        """``W [*, terms, features]`` of one distance stage from per-slot values (1/l^2 or 1/l)."""
+        stage: _Stage = getattr(self.plan, name)
+        entries = entries[..., self._get(name, "slots")]
+        width = len(stage.features)
+        return entries.new_zeros(*entries.shape[:-1], stage.num_terms * width).index_add(
+            -1, self._get(name, "positions"), entries).view(*entries.shape[:-1], stage.num_terms, width)
+
+    def _evaluate(self, x1: torch.Tensor, x2: torch.Tensor, mode: str, outputscale: torch.Tensor,
+                  squared: torch.Tensor, absolute: torch.Tensor, *sums: torch.Tensor) -> torch.Tensor:
+        """K ``[*, n, m]`` (diagonal ``[*, n]``) in one piece, from the hyperparameters ``_prepare`` built.
+
+        ``mode`` is the pairs mode (``_pairs_kind``). The tiled path calls this per tile.
+        """
+        plan = self.plan
+        pairs = _Pairs(mode, x1.shape[-2], x2.shape[-2], x1.device)
+        sums = iter(sums)
+
+        blocks: list[torch.Tensor] = []
+        for stage, matrix in ((plan.squared, squared), (plan.absolute, absolute)):
+            if stage.num_terms:
+                square = stage.distance is Distance.SQUARED
+                tables = self._distances(x1, x2, pairs, stage.distance.value, matrix, square,
+                                         [(start, stop) for _, start, stop in stage.kind_blocks])
+                blocks += [KINDS[kind].math.torch(d) for (kind, _, _), d in zip(stage.kind_blocks, tables)]
+
         for i, level in enumerate(plan.levels):
             if level.num_sums:
                 total = None
-                for j, source in enumerate(level.sum_sources):
-                    rows = plan.block_rows[source.block]
-                    matrix = weights.new_zeros(*batch, level.num_sums * rows).index_add(
-                        -1, self._get(i, "sum", j, "positions"), weights[..., self._get(i, "sum", j, "weights")])
-                    part = _batched_matmul(matrix.view(*batch, level.num_sums, rows), blocks[source.block])
+                for source in level.sum_sources:
+                    part = _batched_matmul(next(sums), blocks[source.block])
                     total = part if total is None else total + part
                 blocks.append(total)
             if level.product_children:
@@ -262,10 +303,10 @@ class TorchKernel(FlatParameterKernel):
                 factors = table.index_select(-2, self._get(i, "product", "children"))
                 blocks.append(factors.unflatten(-2, (len(level.product_children), width)).prod(-2))
         block, row = plan.root
-        value = blocks[block][..., row, :] * self.outputscale.to(dtype).unsqueeze(-1)
+        value = blocks[block][..., row, :] * outputscale.unsqueeze(-1)
         return pairs.unflatten(value)
 
-    def _distances(self, x1, x2, pairs, name: str, inverse: torch.Tensor, square: bool,
+    def _distances(self, x1, x2, pairs, name: str, matrix: torch.Tensor, square: bool,
                    row_blocks: list[tuple[int, int]]) -> list[torch.Tensor]:
         """Scaled distances ``[*, terms, pairs]`` of one stage, one table per block of its terms.
 
@@ -275,11 +316,7 @@ class TorchKernel(FlatParameterKernel):
         features = self._get(name, "features")
         x1s = x1.index_select(-1, features).mT.contiguous()
         x2s = x1s if x2 is x1 else x2.index_select(-1, features).mT.contiguous()
-        entries = inverse[..., self._get(name, "slots")]
-        batch = entries.shape[:-1]
         width = len(stage.features)
-        matrix = entries.new_zeros(*batch, stage.num_terms * width).index_add(
-            -1, self._get(name, "positions"), entries).view(*batch, stage.num_terms, width)
         matrices = [matrix[..., start:stop, :] for start, stop in row_blocks]
         chunk = max(2 * stage.num_terms, 8)
         if width <= chunk:
@@ -325,15 +362,15 @@ class _Pairs:
         return value.unflatten(-1, (self.n, self.m))
 
 
-def _pairs_mode(x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> _Pairs:
-    n, m = x1.shape[-2], x2.shape[-2]
+def _pairs_kind(x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> str:
+    """The pairs mode of ``_Pairs``: ``"diag"``, ``"upper"`` (K(x, x): one triangle) or ``"full"``."""
     if diag:
-        return _Pairs("diag", n, m, x1.device)
+        return "diag"
     # Equal values alone are not enough when gradients must flow to x1 and x2 separately.
     tracked = torch.is_grad_enabled() and (x1.requires_grad or x2.requires_grad)
     if x1 is x2 or (x1.shape == x2.shape and not tracked and torch.equal(x1, x2)):
-        return _Pairs("upper", n, n, x1.device)
-    return _Pairs("full", n, m, x1.device)
+        return "upper"
+    return "full"
 
 
 @functools.lru_cache(maxsize=4)
@@ -360,6 +397,8 @@ def _batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     A small unbatched ``a`` times a batched ``[*, k, pairs]`` ``b`` would otherwise be
     folded by ``torch.matmul`` into one matmul over a transposed copy of ``b``.
     """
+    if a.shape[:-2] == b.shape[:-2]:
+        return a @ b
     batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     return a.expand(*batch, *a.shape[-2:]) @ b.expand(*batch, *b.shape[-2:])
 
