@@ -27,7 +27,7 @@ from .space import (Add, Chain, Choice, ConfigError, FeatureTransform, Int, Line
                     OneHot, PassThrough, RelativeToMean, SamplingError, Scalar, Space, SpaceError, Subtract,
                     initial_design, sample)
 from .model import fit_map
-from .structure import plot_structure
+from .evaluation.structure import plot_structure
 
 __all__ = ["__version__", "compile", "build", "compile_ir", "KernelIR", "KernelOptions",
            "KernelError", "KernelNameError", "KernelSyntaxError", "KernelWarning",

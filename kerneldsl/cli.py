@@ -146,7 +146,7 @@ def _fit(args: argparse.Namespace) -> int:
     from .evaluation.cv import CrossValidationError
     from .model import KernelGP, fit_map
     from .space.parameters import SpaceError
-    from .structure import plot_structure
+    from .evaluation.structure import plot_structure
 
     _threads(args.threads)
     source = _read_source(args.kernel, "kernel file ")

@@ -6,9 +6,9 @@ backend checks it at launch), on CPU tensors at small sizes with small tiles so
 that every path runs: several row/column blocks, partial tiles, the mirrored tiles
 of ``x1 is x2`` and the diag path.
 
-Golden files: ``tests/golden/triton_*.py`` hold the generated source of a few
+Golden files: ``tests/compiler/golden/triton_*.py`` hold the generated source of a few
 canonical kernels. After an intended change of the code generator, regenerate
-them with ``KERNELDSL_UPDATE_GOLDEN=1 python -m pytest tests/test_triton.py -k golden``
+them with ``KERNELDSL_UPDATE_GOLDEN=1 python -m pytest tests/compiler/test_triton.py -k golden``
 and review the diff.
 """
 

@@ -8,7 +8,7 @@ import torch
 import kerneldsl as kd
 from kerneldsl.cli import main as cli_main
 from kerneldsl.compiler.priors import DimensionScaledLogNormal, product_dims
-from kerneldsl.structure import _layout, named_hyperparameters, plot_structure
+from kerneldsl.evaluation.structure import _layout, named_hyperparameters, plot_structure
 
 FEATURES = ["a", "b", "c", "d"]
 SOURCE = textwrap.dedent("""

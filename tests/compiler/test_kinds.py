@@ -28,7 +28,7 @@ from kerneldsl.compiler.ir import KernelIR, Term
 from kerneldsl.compiler.kinds import BY_FUNCTION, KIND_NAMES, KINDS, Distance, Kind
 
 FEATURES = ["a", "b", "c"]
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def readme_row(kind: Kind) -> str:
