@@ -23,6 +23,8 @@ Usage: ``python benchmarks/backends.py [--kernel hands-on|mnist-like] [--n 381] 
 from __future__ import annotations
 
 import argparse
+import gc
+import multiprocessing
 import os
 import statistics
 import sys
@@ -34,7 +36,7 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-from kerneldsl.bench import WORKLOADS, make_kernel, make_step, peak_memory_mib, time_cells  # noqa: E402,F401
+from kerneldsl.bench import WORKLOADS, _read_status_kb, make_kernel, make_step, peak_memory_mib, time_cells  # noqa: E402,F401
 from kerneldsl.compiler.ir import KernelIR, Product, Span, Sum, Term  # noqa: E402
 from kerneldsl.compiler.options import KernelOptions  # noqa: E402
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..compiler.ir import KernelIR, Product, Sum
+from ..compiler.ir import KernelIR, Sum
 
 __all__ = ["plot_structure", "named_hyperparameters"]
 
