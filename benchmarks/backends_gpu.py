@@ -8,6 +8,7 @@ repeats timed with CUDA events on a GPU and ``perf_counter`` on the CPU. Cases:
 - ``n381 b1``: K(X, X) with X [381, d] (fitting one model);
 - ``n381 b20``: kernel batch [20], X [20, 381, d] (a batch of LOO-like models);
 - ``n2000 b1``: K(X, X) with X [2000, d];
+- ``n8000 b1``: K(X, X) with X [8000, d] (a large pooled sweep);
 - ``acqf``: K(x1, x2) with x1 [60, 2, d] and x2 = X [381, d] expanded to [60, 381, d].
 
 The floor of a case is the larger of (bytes that must move) / (measured copy
@@ -19,7 +20,8 @@ kernel on the GPU (the units the fused kernel uses; not tensor cores) and with a
 matmul on the CPU. Each time is printed as a multiple of its floor.
 
 Usage: ``python benchmarks/backends_gpu.py [--kernel hands-on|mnist-like] [--device cuda]
-[--dtypes float64,float32] [--cases n381b1,n381b20,n2000b1,acqf] [--repeats 20] [--threads N]``
+[--dtypes float64,float32] [--cases n381b1,n381b20,n2000b1,n8000b1,acqf] [--repeats 20]
+[--backends reference,torch,triton] [--torch-tiles none,1048576] [--threads N]``
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import datetime
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -61,6 +63,7 @@ CASES = {
     "n381b1": Case("n381 b1", (), 1, 381, 381, True),
     "n381b20": Case("n381 b20", (20,), 20, 381, 381, True),
     "n2000b1": Case("n2000 b1", (), 1, 2000, 2000, True),
+    "n8000b1": Case("n8000 b1", (), 1, 8000, 8000, True),
     "acqf": Case("acqf 60x2 vs 381", (), 60, 2, 381, False, candidates_grad=True),
 }
 
@@ -162,9 +165,18 @@ def median_seconds(fn, device: str, repeats: int) -> float:
     return statistics.median(times)
 
 
-def make_steps(ir: KernelIR, backend: str, case: Case, dtype: torch.dtype, device: str):
+def tile_variant(tiles: str) -> tuple[str, dict]:
+    """A ``torch`` variant with tile options: ``"none"`` is one piece, a number the entries per tile (always tiled)."""
+    if tiles == "none":
+        return "torch 1 piece", {"tile_size": None}
+    return f"torch t={int(tiles)}", {"tile_size": int(tiles), "tile_threshold": 0}
+
+
+def make_steps(ir: KernelIR, backend: str, case: Case, dtype: torch.dtype, device: str, options: dict | None = None):
     """``(forward, forward_backward)`` closures: K and a weighted sum of K backpropagated."""
     kernel = make_kernel(ir, backend, dtype, device, batch_shape=case.kernel_batch)
+    if options:
+        kernel.options = replace(kernel.options, **options)
     g = torch.Generator().manual_seed(1)
     d = len(ir.features)
     if case.candidates_grad:
@@ -191,10 +203,14 @@ def make_steps(ir: KernelIR, backend: str, case: Case, dtype: torch.dtype, devic
     return forward, forward_backward
 
 
-def run(ir: KernelIR, cases: list[Case], dtypes: list[torch.dtype], device: str, repeats: int) -> None:
+def run(ir: KernelIR, cases: list[Case], dtypes: list[torch.dtype], device: str, repeats: int,
+        backends: list[str] = BACKENDS, torch_tiles: list[str] = ()) -> None:
     """Print the result table: one line per (case, dtype, backend)."""
-    available = [b for b in BACKENDS if b != "triton" or device.startswith("cuda")]
-    header = (f"{'case':<17} {'dtype':<7} {'backend':<9} {'fwd ms':>9} {'fwd+bwd ms':>11} {'x ref fwd':>9} "
+    available = {b: (b, {}) for b in backends if b != "triton" or device.startswith("cuda")}
+    for tiles in torch_tiles:
+        label, options = tile_variant(tiles)
+        available[label] = ("torch", options)
+    header = (f"{'case':<17} {'dtype':<7} {'backend':<17} {'fwd ms':>9} {'fwd+bwd ms':>11} {'x ref fwd':>9} "
               f"{'x ref f+b':>9} {'floor f+b ms':>12} {'x floor':>8}")
     flops_f, flops_b = flops_per_pair(ir, False), flops_per_pair(ir, True)
     print(f"flops per pair: forward {flops_f}, backward {flops_b}")
@@ -209,13 +225,15 @@ def run(ir: KernelIR, cases: list[Case], dtypes: list[torch.dtype], device: str,
             floor = max(case_bytes(case, len(ir.features), torch.finfo(dtype).bits // 8, True) / bandwidth,
                         pairs * (flops_f + flops_b) / throughput)
             times = {}
-            for backend in available:
-                forward, forward_backward = make_steps(ir, backend, case, dtype, device)
-                times[backend] = (median_seconds(forward, device, repeats),
-                                  median_seconds(forward_backward, device, repeats))
-            ref_fwd, ref_fb = times["reference"]
+            for label, (backend, options) in available.items():
+                forward, forward_backward = make_steps(ir, backend, case, dtype, device, options)
+                times[label] = (median_seconds(forward, device, repeats),
+                                median_seconds(forward_backward, device, repeats))
+                if device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+            ref_fwd, ref_fb = times.get("reference", next(iter(times.values())))
             for backend, (fwd, fb) in times.items():
-                print(f"{case.name:<17} {name:<7} {backend:<9} {1e3 * fwd:>9.3f} {1e3 * fb:>11.3f} "
+                print(f"{case.name:<17} {name:<7} {backend:<17} {1e3 * fwd:>9.3f} {1e3 * fb:>11.3f} "
                       f"{ref_fwd / fwd:>8.1f}x {ref_fb / fb:>8.1f}x {1e3 * floor:>12.4f} {fb / floor:>7.1f}x",
                       flush=True)
 
@@ -227,6 +245,9 @@ def main() -> None:
     parser.add_argument("--dtypes", default="float64,float32")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated of {', '.join(CASES)}")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated of " + ", ".join(BACKENDS))
+    parser.add_argument("--torch-tiles", default="",
+                        help="extra torch variants, comma-separated tile sizes in entries or 'none' (one piece)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -239,13 +260,15 @@ def main() -> None:
     device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
     print(f"# backends on {device_name}, {datetime.date.today()}, torch {torch.__version__}")
     print(f"kernel {args.kernel}: {len(ir.features)} features, {ir.num_terms} terms, {len(ir.nodes)} sums/products; "
-          f"medians of {args.repeats}; ratios are reference time / backend time")
+          f"medians of {args.repeats}; ratios are reference time / backend time "
+          "(or the first backend's, without reference)")
     if not args.device.startswith("cuda"):
         print("triton: skipped (it runs on CUDA devices only; TRITON_INTERPRET=1 is for tests, not timing)")
     print("floor: max(bytes that must move / copy bandwidth, flops / throughput) of forward+backward")
     cases = [CASES[c] for c in args.cases.split(",")]
     dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
-    run(ir, cases, dtypes, args.device, args.repeats)
+    run(ir, cases, dtypes, args.device, args.repeats, args.backends.split(","),
+        [t for t in args.torch_tiles.split(",") if t])
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from typing import Any
 from gpytorch.constraints import Interval, Positive
 from gpytorch.priors import GammaPrior, Prior
 
-from .backends.tiling import DEFAULT_TILE_SIZE, DEFAULT_TILE_THRESHOLD
+from .backends.tiling import AUTO
 from .errors import KernelError, did_you_mean
 from .priors import DimensionScaledLogNormal
 
@@ -34,10 +34,12 @@ class KernelOptions:
 
     ``tile_size`` and ``tile_threshold`` steer the ``torch`` backend (and ``auto`` off
     the GPU): a K with more than ``tile_threshold`` entries (n * m times batch
-    elements; default about 600 x 600) is evaluated in tiles of ``tile_size`` entries
-    with memory ``O(n*m + terms * tile_size)``; ``tile_size=None`` never tiles. They
-    are read at every evaluation, so ``kernel.options.tile_size = ...`` changes a
-    built kernel.
+    elements) is evaluated in tiles of ``tile_size`` entries with memory
+    ``O(n*m + terms * tile_size)``; ``tile_size=None`` never tiles. ``"auto"`` (the
+    default of both) takes the defaults of the inputs' device: on the CPU tiles of
+    32768 entries above about 600 x 600 (cache-sized), on a GPU tiles of 2**24 entries
+    above 4096 x 4096 (memory-sized). They are read at every evaluation, so
+    ``kernel.options.tile_size = ...`` changes a built kernel.
     """
 
     lengthscale_prior: Prior | DimensionScaledLogNormal | None = field(default_factory=_default_lengthscale_prior)
@@ -45,9 +47,9 @@ class KernelOptions:
     weight_concentration: float | None = 2.0
     lengthscale_constraint: Interval = field(default_factory=Positive)
     outputscale_constraint: Interval = field(default_factory=Positive)
-    tile_size: int | None = DEFAULT_TILE_SIZE
+    tile_size: int | str | None = AUTO
     """``torch`` backend: kernel entries (pairs x batch elements) per tile; ``None``: never tile."""
-    tile_threshold: int = DEFAULT_TILE_THRESHOLD
+    tile_threshold: int | str = AUTO
     """``torch`` backend: a K with at most this many entries is evaluated in one piece (faster there)."""
 
     def lengthscale_prior_for(self, ir, term: int | None = None) -> Prior | None:
@@ -67,10 +69,11 @@ class KernelOptions:
         opts = cls(**options)
         if opts.weight_concentration is not None and not opts.weight_concentration > 0:
             raise KernelError(f"weight_concentration must be positive, got {opts.weight_concentration!r}")
-        if opts.tile_size is not None and not (_is_int(opts.tile_size) and opts.tile_size > 0):
-            raise KernelError(f"tile_size must be a positive integer or None, got {opts.tile_size!r}")
-        if not (_is_int(opts.tile_threshold) and opts.tile_threshold >= 0):
-            raise KernelError(f"tile_threshold must be a non-negative integer, got {opts.tile_threshold!r}")
+        if opts.tile_size not in (None, AUTO) and not (_is_int(opts.tile_size) and opts.tile_size > 0):
+            raise KernelError(f"tile_size must be a positive integer, None or {AUTO!r}, got {opts.tile_size!r}")
+        if opts.tile_threshold != AUTO and not (_is_int(opts.tile_threshold) and opts.tile_threshold >= 0):
+            raise KernelError(f"tile_threshold must be a non-negative integer or {AUTO!r}, "
+                              f"got {opts.tile_threshold!r}")
         return opts
 
 

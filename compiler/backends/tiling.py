@@ -3,7 +3,8 @@
 The vectorised evaluation (``TorchKernel._evaluate``) keeps tables ``[*, terms, pairs]``
 of all pairs at once and autograd saves several of them for backward, so its memory
 grows as ``terms * n * m`` and, once the tables leave the caches, so does its time per
-pair. Above ``KernelOptions.tile_threshold`` kernel entries the backend instead runs
+pair. Above ``KernelOptions.tile_threshold`` kernel entries (``auto``: a default per
+device, ``CPU_TILES`` and ``ACCELERATOR_TILES``) the backend instead runs
 ``_TiledPairs``, a custom autograd function around the same evaluation:
 
 - forward: under ``no_grad``, ``evaluate`` runs tile by tile (square tiles of the
@@ -33,15 +34,47 @@ from typing import Callable
 import torch
 from torch.autograd.function import once_differentiable
 
-DEFAULT_TILE_SIZE = 32768
-"""Kernel entries (pairs times batch elements) per tile: 181 x 181 for one K. Measured on the hands-on
-MNIST kernel (25 terms, 2-core CPU, float64, n = 2000): 16384 to 65536 within 3% of each other,
-32768 fastest; smaller tiles pay the per-tile Python and autograd overhead (about 2-6 ms), larger
-ones leave the caches (benchmarks/RESULTS.md, "The torch backend at scale")."""
-DEFAULT_TILE_THRESHOLD = 360_000
-"""Kernel entries (n * m times batch elements) of K up to which it is evaluated in one piece. The tiled
-backward recomputes the forward, so it only wins once the one-piece tables outgrow the caches:
-same machine, the one piece was 1.2x faster at n = 500 and the tiled path 1.2x faster at n = 700."""
+AUTO = "auto"
+"""The value of ``KernelOptions.tile_size`` / ``tile_threshold`` that picks the device's defaults below."""
+
+
+@dataclass(frozen=True)
+class TileDefaults:
+    """Where a device's ``auto`` tiling starts and how big its tiles are (kernel entries: pairs x batch elements)."""
+
+    size: int
+    threshold: int
+
+
+CPU_TILES = TileDefaults(size=32768, threshold=360_000)
+"""On the CPU the tables should stay in cache. Tile size measured on the hands-on MNIST kernel (25 terms,
+2-core CPU, float64, n = 2000): 16384 to 65536 within 3% of each other, 32768 (181 x 181) fastest; smaller
+tiles pay the per-tile Python and autograd overhead (about 2-6 ms), larger ones leave the caches. The
+tiled backward recomputes the forward, so it only wins once the one-piece tables outgrow the caches:
+same machine, one piece was 1.2x faster at n = 500 and the tiled path 1.2x faster at n = 700, hence
+the threshold (about 600 x 600). benchmarks/RESULTS.md, "The torch backend at scale"."""
+
+ACCELERATOR_TILES = TileDefaults(size=2**24, threshold=2**24)
+"""On a GPU each op of a tile is a kernel launch and the one-piece tables run at full bandwidth, so
+tiles exist for memory alone: one piece up to 2**24 entries (n = 4096; its tables are about 25 terms x
+128 MiB in float64), tiles of 2**24 entries above. Measured on an H200 (hands-on kernel, float64,
+fwd+bwd): n = 2000 one piece 8.5 ms against 14.1 ms in 2**20-entry tiles and 36x slower in the CPU's
+32768-entry tiles; n = 8000 one piece 110 ms, 2**24-entry tiles 155 ms (benchmarks/RESULTS.md, "On a
+GPU")."""
+
+
+def tile_defaults(device: torch.device) -> TileDefaults:
+    """The ``auto`` tiling of a device: the CPU's, or the accelerators' for CUDA (and any other device)."""
+    return CPU_TILES if device.type == "cpu" else ACCELERATOR_TILES
+
+
+def resolve_tiles(tile_size: int | str | None, threshold: int | str,
+                  device: torch.device) -> tuple[int | None, int]:
+    """``(tile_size, threshold)`` with ``"auto"`` replaced by the device's defaults."""
+    defaults = tile_defaults(device)
+    return (defaults.size if tile_size == AUTO else tile_size,
+            defaults.threshold if threshold == AUTO else threshold)
+
 
 Evaluate = Callable[..., torch.Tensor]
 """``evaluate(x1, x2, mode, *hyperparameters)``: K ``[*, n, m]`` (``[*, n]`` for diag) in one piece."""

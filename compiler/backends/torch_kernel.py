@@ -33,7 +33,7 @@ from ..kinds import KINDS, Distance, kind_of
 from ..options import KernelOptions
 from .common import check_inputs
 from .flat_params import FlatParameterKernel
-from .tiling import evaluate_tiled, plan_tiles
+from .tiling import evaluate_tiled, plan_tiles, resolve_tiles
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,8 @@ class TorchKernel(FlatParameterKernel):
         weights = torch.cat([_grouped_softmax(self.weight_logits.to(dtype), self._get("weight_groups")),
                              self._fixed_weights.to(dtype).expand(*batch, -1)], dim=-1)
         hyperparameters = self._prepare(inverse, weights, self.outputscale.to(dtype))
-        tiles = plan_tiles(mode, x1, x2, batch, self.options.tile_size, self.options.tile_threshold)
+        tiles = plan_tiles(mode, x1, x2, batch,
+                           *resolve_tiles(self.options.tile_size, self.options.tile_threshold, x1.device))
         if tiles is not None:
             return evaluate_tiled(self._evaluate, tiles, x1, x2, *hyperparameters)
         return self._evaluate(x1, x2, mode, *hyperparameters)

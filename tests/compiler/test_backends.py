@@ -23,7 +23,7 @@ from kerneldsl import KernelError
 from kerneldsl.compiler.backends import get_backend
 from kerneldsl.compiler.backends.reference import SharedKernel
 from kerneldsl.compiler.backends import torch_kernel
-from kerneldsl.compiler.backends.tiling import plan_tiles
+from kerneldsl.compiler.backends.tiling import ACCELERATOR_TILES, CPU_TILES, plan_tiles, resolve_tiles
 from kerneldsl.compiler.ir import KernelIR, Product, Sum, Term
 from kerneldsl.compiler.kinds import KIND_NAMES
 from kerneldsl.compiler.options import KernelOptions
@@ -352,6 +352,23 @@ def test_small_or_untiled_evaluations_run_in_one_piece():
     with _tiled_calls() as spy:
         get_backend("torch")(ir)(_inputs(ir, 0, 20)).to_dense()
     assert not spy.called, "the default threshold keeps small kernels in one piece"
+
+
+def test_auto_tiling_takes_the_device_defaults():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert resolve_tiles("auto", "auto", cpu) == (CPU_TILES.size, CPU_TILES.threshold)
+    assert resolve_tiles("auto", "auto", gpu) == (ACCELERATOR_TILES.size, ACCELERATOR_TILES.threshold)
+    assert resolve_tiles(64, 0, gpu) == (64, 0), "explicit values win on every device"
+    assert resolve_tiles(None, "auto", cpu) == (None, CPU_TILES.threshold)
+    assert CPU_TILES.threshold < ACCELERATOR_TILES.threshold, "a GPU tiles for memory only, far later"
+    assert KernelOptions().tile_size == KernelOptions().tile_threshold == "auto"
+    ir = _shared_ir()
+    x = _inputs(ir, 0, 700)  # 490000 entries: above the CPU's threshold
+    with _tiled_calls() as spy:
+        get_backend("torch")(ir)(x).diag()  # diag: 700 entries, one piece
+        assert not spy.called
+        get_backend("torch")(ir)(x).to_dense()
+    assert spy.call_count == 1, "auto tiles a 700 x 700 K on the CPU"
 
 
 @pytest.mark.parametrize("name, value", [("tile_size", 0), ("tile_size", 2.5), ("tile_size", True),
