@@ -50,7 +50,7 @@ def test_snippet_runs_as_written(code, tmp_path):
     (checkout / "examples").symlink_to(REPO / "examples")
     if SHARED.exists():
         (tmp_path / "shared").symlink_to(SHARED)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONWARNINGS": "ignore",
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONWARNINGS": "ignore",
            "PYTHONPATH": str(checkout)}
     run = subprocess.run([sys.executable, "-c", code], cwd=checkout, env=env, capture_output=True, text=True,
                          timeout=600)

@@ -28,7 +28,6 @@ from kerneldsl.compiler.ir import KernelIR, Product, Sum, Term
 from kerneldsl.compiler.kinds import KIND_NAMES
 from kerneldsl.compiler.options import KernelOptions
 
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 F64 = torch.float64
 SMOOTH_KINDS = tuple(kind for kind in KIND_NAMES if kind != "matern12")

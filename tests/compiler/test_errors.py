@@ -208,7 +208,7 @@ def _mutate(source: str, data) -> str:
     return "".join(chars)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
 @given(programs(), st.data())
 def test_mutated_sources_raise_only_kernel_errors(program, data):
     source = _mutate(program.source, data)
@@ -221,7 +221,7 @@ def test_mutated_sources_raise_only_kernel_errors(program, data):
             assert err.line is None or err.line >= 1
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.text(max_size=40))
 def test_random_text_raises_only_kernel_errors(text):
     with warnings.catch_warnings():

@@ -15,7 +15,6 @@ from gpytorch.lazy import LazyEvaluatedKernelTensor
 import kerneldsl as kd
 from harness import random_hyperparameters
 
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 SOURCE = "a = matern52({x, y}) * categorical({z})\na + rbf({y})"
 FEATURES = ["x", "y", "z"]

@@ -32,7 +32,6 @@ from gpytorch.test.base_kernel_test_case import BaseKernelTestCase
 import kerneldsl as kd
 from harness import random_hyperparameters
 
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _set(names: list[str]) -> str:

@@ -35,7 +35,7 @@ def smooth():
     return x, torch.sin(4 * x)
 
 
-def test_paired_table_finds_the_known_winner(smooth, single_thread):
+def test_paired_table_finds_the_known_winner(smooth):
     X, Y = smooth
     models = [cmp.Candidate("blind", _blind), cmp.Candidate("rbf", SingleTaskGP)]
     records = cmp.compare(models, X, Y, sizes=[12], seeds=range(3), held_out=4, progress=False)
@@ -51,6 +51,28 @@ def test_paired_table_finds_the_known_winner(smooth, single_thread):
     assert rows[1]["rmse"] < 0.2 < rows[0]["rmse"]
     reversed_ = cmp.paired(records, ["rbf", "blind"], [12])[0]
     assert reversed_.verdict("rmse") == "loss"
+
+
+def test_named_baselines_fit_a_mixed_space():
+    """Each baseline builds its model on the space's points; botorch_mixed treats the choice as categorical."""
+    from botorch.models import MixedSingleTaskGP
+
+    namespace: dict = {}
+    exec(SPACE_MODULE, namespace)
+    space, chain = namespace["space"], namespace["feature_chain"]
+    g = torch.Generator().manual_seed(0)
+    lower, upper = space.bounds.to(torch.float64)
+    X = space.to_search(space.to_configs(lower + (upper - lower) * torch.rand(12, space.dim, generator=g,
+                                                                               dtype=torch.float64)))
+    Y = (X[:, :1] - 0.5) ** 2 + X[:, 2:3]
+    records = cmp.compare([cmp.Candidate(name, cmp.baseline(name, space, chain)) for name in cmp.BASELINES], X, Y,
+                          sizes=[10], seeds=[0], held_out=2, progress=False)
+    assert [r["model"] for r in records] == list(cmp.BASELINES)
+    assert all(math.isfinite(r[m]) for r in records for m in ("mlpd", "rmse", "mae"))
+    mixed = cmp.baseline("botorch_mixed", space)(X, Y)
+    assert isinstance(mixed, MixedSingleTaskGP) and space.parameters[2].name == "c"
+    with pytest.raises(CrossValidationError, match="unknown baseline 'botorch_fancy'"):
+        cmp.baseline("botorch_fancy", space)
 
 
 def test_verdicts_at_two_standard_errors():

@@ -21,7 +21,7 @@ def _model(seed: int):
     return SingleTaskGP(X, Y, covar_module=kernel.double())
 
 
-def test_restarts_never_lower_the_objective_of_any_batch_element(single_thread):
+def test_restarts_never_lower_the_objective_of_any_batch_element():
     torch.manual_seed(0)
     single = _model(1)
     plain = fit_map(single, fit_kwargs=FAST)

@@ -61,7 +61,7 @@ SPACE_MODULE = textwrap.dedent("""
 """)
 
 
-def test_fit_command_prints_the_kernel_and_draws_it(tmp_path, capsys, single_thread):
+def test_fit_command_prints_the_kernel_and_draws_it(tmp_path, capsys):
     import json
     import math
 

@@ -21,7 +21,6 @@ from kerneldsl.loop import proposals
 from kerneldsl.space import choice_combinations
 from kerneldsl.space.sampling import sample
 
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 SETTINGS = dict(num_restarts=2, raw_samples=32, mc_samples=16, acq_options={"maxiter": 30},
                 fit_options={"maxiter": 30})

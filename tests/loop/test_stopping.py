@@ -16,11 +16,6 @@ TASK = kd.SyntheticTask()
 STEPS = 10
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(single_thread):
-    yield
-
-
 class Reporting:
     """`SyntheticTask` trained in ``STEPS`` equal steps: after step k it reports cost k/STEPS of the true cost and a
     loss that falls towards the final one; it returns what it has when the study asks it to stop."""

@@ -22,11 +22,6 @@ FAST = dict(num_restarts=2, raw_samples=32, mc_samples=16, acq_options={"maxiter
 TASK = kd.SyntheticTask()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(single_thread):
-    yield
-
-
 def new_study(tmp_path=None, **kwargs) -> kd.Study:
     options = {"n_init": 4, "seed": 0, **FAST, **kwargs}
     journal = str(tmp_path / "study.jsonl") if tmp_path is not None else None
