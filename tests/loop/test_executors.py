@@ -26,8 +26,6 @@ from kerneldsl.loop.runner import TrialRunner
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # worker processes inherit it and import the objectives
 from executor_objectives import Sleeper, SteppedReporter, finished, key_of, started  # noqa: E402
 
-pytestmark = pytest.mark.xdist_group("executors")  # one pytest-xdist worker: the Dask cluster is a shared fixture
-
 
 TASK = kd.SyntheticTask()
 

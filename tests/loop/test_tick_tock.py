@@ -30,8 +30,6 @@ from kerneldsl.space.sampling import sample
 from kerneldsl.loop.tick_tock import phase_of
 from kerneldsl.loop.runner import TrialRunner
 
-pytestmark = pytest.mark.xdist_group("tick_tock")  # one pytest-xdist worker: the module's runs are shared fixtures
-
 
 FAST = dict(num_restarts=2, raw_samples=32, mc_samples=16, acq_options={"maxiter": 50}, fit_options={"maxiter": 50},
             progress=False)
