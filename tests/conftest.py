@@ -18,12 +18,3 @@ import torch  # noqa: E402
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 sys.path.insert(0, str(Path(__file__).parent))
 
-
-LONG_MODULES = ("test_readme.py", "test_tick_tock.py")
-"""The two longest test files (about 2 minutes each on one core)."""
-
-
-def pytest_collection_modifyitems(items):
-    """Long files first: pytest-xdist (``--dist loadfile``) hands out whole files in collection order,
-    and a long file that starts last runs alone at the end (it added about 2 minutes to `make test`)."""
-    items.sort(key=lambda item: item.path.name not in LONG_MODULES)
