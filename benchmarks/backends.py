@@ -38,7 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 from kerneldsl.bench import WORKLOADS, _read_status_kb, make_kernel, make_step, peak_memory_mib, time_cells  # noqa: E402,F401
 from kerneldsl.compiler.ir import KernelIR, Product, Span, Sum, Term  # noqa: E402
-from kerneldsl.compiler.backends.tiling import CPU_TILES  # noqa: E402
+from kerneldsl.compiler.backends.tiling import AUTO, plan_tiles, resolve_tiles  # noqa: E402
 
 
 def mnist_like_ir() -> KernelIR:
@@ -224,11 +224,11 @@ def scaling(kernel: str, ns: list[int], threads: list[int], max_n: dict[str, int
     rows = [("train", n, 0) for n in ns] + [("mll", n, 0) for n in mll_ns]
     if folds:  # compare with `folds` times the unbatched rows at folds_n
         rows += [("train", folds_n, folds), ("mll", folds_n, folds)]
-    default = CPU_TILES  # what tile_size="auto" / tile_threshold="auto" give on the CPU
+    tile_size, threshold = resolve_tiles(AUTO, AUTO, torch.device("cpu"))  # the default ("auto") on the CPU
     print(f"kernel {kernel}: {len(ir.features)} features, {ir.num_terms} terms; float64, CPU; forward+backward "
           f"ms (median of rounds x calls, variants interleaved by round) / peak MiB; load average "
-          f"{os.getloadavg()[0]:.1f}; default (auto) tile_size={default.size}, "
-          f"tile_threshold={default.threshold}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+          f"{os.getloadavg()[0]:.1f}; default (auto) tile_size={tile_size}, "
+          f"tile_threshold={threshold}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     names = list(SCALING_VARIANTS)
     print("| workload | n | folds | threads | " + " | ".join(f"{v} ms / MiB" for v in names)
           + " | default path |")
@@ -246,8 +246,8 @@ def scaling(kernel: str, ns: list[int], threads: list[int], max_n: dict[str, int
                     peaks[v].append(peak)
             cells = [f"{1e3 * statistics.median(samples[v]):.0f} / {max(peaks[v]):.0f}" if v in samples
                      else "not run" for v in names]
-            entries = (f or 1) * (n - (1 if f else 0)) ** 2
-            path = "tiled" if entries > max(default.threshold, default.size) else "one piece"
+            x = torch.empty(*((f,) if f else ()), n - (1 if f else 0), len(ir.features), device="meta")
+            path = "one piece" if plan_tiles("upper", x, x, torch.Size(), tile_size, threshold) is None else "tiled"
             print(f"| {workload} | {n} | {f or '-'} | {t} | " + " | ".join(cells) + f" | {path} |", flush=True)
     print(f"(load average {os.getloadavg()[0]:.1f} at the end)")
 
