@@ -15,7 +15,8 @@ it is for, and its ``Math``, once per backend:
 - ``torch``: ``f`` as a differentiable torch function of ``D``;
 - ``triton_value`` / ``triton_slope``: lines of generated Triton source setting
   ``v{k}`` and the slope ``g{k}`` from the distance variable (see ``Distance``),
-  and ``triton_flops``, their arithmetic per pair (the GPU benchmark's floor).
+  and ``triton_flops``, their arithmetic per pair (the GPU benchmark's floor);
+- ``c_value`` / ``c_slope``: the same as C statements for the ``cpu`` backend.
 
 The checker, the backends and the tests read this table: a new kind is one entry
 here plus its row in the README's language table, and the tests sweep the table.
@@ -83,6 +84,10 @@ class Math:
     """Lines setting ``g{k}`` (after the value lines; may use their temporaries)."""
     triton_flops: tuple[int, int]
     """Arithmetic per pair of the value and of the slope lines (exp, sqrt and division count one)."""
+    c_value: Lines
+    """C statements declaring ``v{k}`` (type ``real``; ``SQRT``, ``EXP``, ``R(literal)`` of the cpu backend)."""
+    c_slope: Lines
+    """C statements declaring ``g{k}`` (after the value statements; may use their temporaries)."""
 
 
 @dataclass(frozen=True)
@@ -207,7 +212,9 @@ _EXP_L1 = Math(
     torch=_exp_neg,
     triton_value=lambda k, D: (f"v{k} = tl.exp(-{D})",),
     triton_slope=lambda k, D: (f"g{k} = -v{k}",),
-    triton_flops=(1, 1))
+    triton_flops=(1, 1),
+    c_value=lambda k, D: (f"const real v{k} = EXP(-{D});",),
+    c_slope=lambda k, D: (f"const real g{k} = -v{k};",))
 """exp of minus the L1 distance: the math of ``categorical`` and ``laplace``."""
 
 _KINDS = (
@@ -217,7 +224,9 @@ _KINDS = (
         torch=_fused(_matern12, _matern12_slope),
         triton_value=lambda k, D: (f"r_{k} = tl.sqrt({D})", f"v{k} = tl.exp(-r_{k})"),
         triton_slope=lambda k, D: (_M12_SLOPE.format(k=k, D=D),),
-        triton_flops=(2, 3))),
+        triton_flops=(2, 3),
+        c_value=lambda k, D: (f"const real r_{k} = SQRT({D});", f"const real v{k} = EXP(-r_{k});"),
+        c_slope=lambda k, D: (f"const real g{k} = {D} > 0 ? -v{k} / r_{k} : R(0.0);  /* 0 at r = 0 */",))),
     Kind("matern32", (), "once-differentiable numeric functions", Math(
         Distance.SQUARED, "(1 + sqrt3 r) exp(-sqrt3 r)",
         reference=functools.partial(MaternKernel, nu=1.5),
@@ -226,7 +235,11 @@ _KINDS = (
                                    f"e_{k} = tl.exp(-{_f(_SQRT3)} * r_{k})",
                                    f"v{k} = (1.0 + {_f(_SQRT3)} * r_{k}) * e_{k}"),
         triton_slope=lambda k, D: (f"g{k} = -3.0 * e_{k}",),
-        triton_flops=(5, 1))),
+        triton_flops=(5, 1),
+        c_value=lambda k, D: (f"const real r_{k} = SQRT({D});",
+                              f"const real e_{k} = EXP(-R({_f(_SQRT3)}) * r_{k});",
+                              f"const real v{k} = (1 + R({_f(_SQRT3)}) * r_{k}) * e_{k};"),
+        c_slope=lambda k, D: (f"const real g{k} = -3 * e_{k};",))),
     Kind("matern52", (), "twice-differentiable numeric functions (the default kind)", Math(
         Distance.SQUARED, "(1 + sqrt5 r + 5/3 r^2) exp(-sqrt5 r)",
         reference=functools.partial(MaternKernel, nu=2.5),
@@ -235,14 +248,20 @@ _KINDS = (
                                    f"e_{k} = tl.exp(-{_f(_SQRT5)} * r_{k})",
                                    f"v{k} = (1.0 + {_f(_SQRT5)} * r_{k} + {_f(5 / 3)} * {D}) * e_{k}"),
         triton_slope=lambda k, D: (f"g{k} = -{_f(5 / 3)} * (1.0 + {_f(_SQRT5)} * r_{k}) * e_{k}",),
-        triton_flops=(7, 4))),
+        triton_flops=(7, 4),
+        c_value=lambda k, D: (f"const real r_{k} = SQRT({D});",
+                              f"const real e_{k} = EXP(-R({_f(_SQRT5)}) * r_{k});",
+                              f"const real v{k} = (1 + R({_f(_SQRT5)}) * r_{k} + R({_f(5 / 3)}) * {D}) * e_{k};"),
+        c_slope=lambda k, D: (f"const real g{k} = -R({_f(5 / 3)}) * (1 + R({_f(_SQRT5)}) * r_{k}) * e_{k};",))),
     Kind("rbf", (), "smooth numeric functions", Math(
         Distance.SQUARED, "exp(-r^2 / 2)",
         reference=RBFKernel,
         torch=_exp_neg_half,
         triton_value=lambda k, D: (f"v{k} = tl.exp(-0.5 * {D})",),
         triton_slope=lambda k, D: (f"g{k} = -v{k}",),
-        triton_flops=(2, 1))),
+        triton_flops=(2, 1),
+        c_value=lambda k, D: (f"const real v{k} = EXP(R(-0.5) * {D});",),
+        c_slope=lambda k, D: (f"const real g{k} = -v{k};",))),
     Kind("categorical", ("hamming",), "one-hot / n-hot choice features", _EXP_L1),
     Kind("laplace", (), "rough numeric functions, separable per feature (product of 1-D matern12)", _EXP_L1),
 )

@@ -15,6 +15,7 @@ BACKENDS: dict[str, str] = {
     "reference": ".reference",
     "torch": ".torch_kernel",
     "triton": ".triton_kernel",
+    "cpu": ".c_kernel",
     "auto": ".auto",
 }
 """Backend name -> module (relative to this package) that defines ``build``."""

@@ -1,19 +1,39 @@
-"""The ``auto`` backend: the torch kernel, with the fused triton path taken on CUDA inputs.
+"""The ``auto`` backend: the torch kernel, with the fused paths taken where they pay.
 
-One module and one set of hyperparameters for both paths, so a model moved between
-CPU and GPU keeps its state. The triton path is taken when the inputs are on a CUDA
-device and triton imports; everything else (CPU, or no triton) runs the torch path.
+One module and one set of hyperparameters for every path, so a model moved between
+CPU and GPU keeps its state:
+
+- ``triton``: inputs on a CUDA device, and triton imports;
+- ``cpu`` (fused C kernels, ``c_kernel``): CPU inputs whose K has at least
+  ``FUSED_CPU_THRESHOLD`` entries, when a C compiler works here (checked once per
+  process; without one the torch path runs, with one warning);
+- ``torch`` otherwise (and for ``last_dim_is_batch``).
+
 ``last_path`` records which path the latest forward took (tests and benchmarks check it).
 """
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import torch
 
+from ..errors import KernelError
 from ..ir import KernelIR
 from ..options import KernelOptions
 from .common import check_inputs
 from .torch_kernel import TorchKernel
+
+FUSED_CPU_THRESHOLD = 2**16
+"""Kernel entries (n * m times batch elements; n for diag) from which ``auto`` runs the fused C kernels on
+the CPU. They were faster at every size measured (hands-on MNIST kernel, float64, forward+backward, one
+thread: n = 40 1.7x, 100 2.4x, 256 3.6x, 381 4.4x, 2000 5x; benchmarks/RESULTS.md), but a kernel's first
+use compiles it (1-8 s, then cached on disk): below about 256 x 256 a fit's kernel time is small next to
+gpytorch's own overhead, so small models (and the test suite's many tiny kernels) skip the compiler."""
+
+_cpu_unavailable: str | None = None
+"""Why the fused CPU path failed in this process (set once; later forwards go straight to torch)."""
 
 
 class AutoKernel(TorchKernel):
@@ -29,14 +49,43 @@ class AutoKernel(TorchKernel):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False,
                 last_dim_is_batch: bool = False, **params) -> torch.Tensor:
         if x1.is_cuda and not last_dim_is_batch and self._triton_available():
-            from .triton_kernel import current_kernels, fused_forward
+            from .fused import fused_forward
+            from .triton_kernel import current_kernels
 
             check_inputs(self.ir, x1, x2, diag)
             kernels = current_kernels(self)
             self.last_path = "triton"
             return fused_forward(self, kernels, kernels.blocks, x1, x2, diag)
+        if x1.device.type == "cpu" and not last_dim_is_batch and _entries(self, x1, x2, diag) >= FUSED_CPU_THRESHOLD:
+            out = self._fused_cpu(x1, x2, diag)
+            if out is not None:
+                self.last_path = "cpu"
+                return out
         self.last_path = "torch"
         return super().forward(x1, x2, diag=diag, last_dim_is_batch=last_dim_is_batch, **params)
+
+    def _fused_cpu(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> torch.Tensor | None:
+        """K from the fused C kernels; None when they cannot be built here (then once a warning)."""
+        global _cpu_unavailable
+        if _cpu_unavailable is not None:
+            return None
+        from .c_kernel import compiled_kernels
+        from .fused import fused_forward
+
+        check_inputs(self.ir, x1, x2, diag)
+        kernels = compiled_kernels(self.ir)
+        dtype = torch.promote_types(torch.promote_types(x1.dtype, x2.dtype), self.raw_lengthscale.dtype)
+        if dtype not in (torch.float32, torch.float64):
+            return None
+        try:
+            kernels.library(dtype)
+        except KernelError as err:
+            _cpu_unavailable = err.message
+            warnings.warn(f"kerneldsl: the fused CPU kernels are off in this process, the torch path runs instead "
+                          f"(slower for large kernels): {_cpu_unavailable.splitlines()[0]}", RuntimeWarning,
+                          stacklevel=4)
+            return None
+        return fused_forward(self, kernels, None, x1, x2, diag)
 
     def _triton_available(self) -> bool:
         """Whether triton imports here; asked once per kernel (a failed import is not cheap)."""
@@ -45,6 +94,15 @@ class AutoKernel(TorchKernel):
 
             self._triton_ok = triton_unavailable_reason() is None
         return self._triton_ok
+
+
+def _entries(module: TorchKernel, x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> int:
+    """Entries of the kernel matrix (or diagonal) that this forward computes."""
+    try:
+        batch = torch.broadcast_shapes(module.batch_shape, x1.shape[:-2], x2.shape[:-2])
+    except RuntimeError:
+        return 0  # the torch path raises the clear error
+    return math.prod(batch) * x1.shape[-2] * (1 if diag else x2.shape[-2])
 
 
 def build(ir: KernelIR, batch_shape: torch.Size = torch.Size([]),

@@ -1,11 +1,9 @@
 """The ``triton`` backend: fused generated kernels behind a gpytorch Kernel.
 
 ``build(ir, batch_shape, options)`` returns a ``TritonKernel``. Its forward
-broadcasts the kernel's batch shape against the inputs' (gpytorch semantics),
-flattens the batch onto the launch grid and calls one ``torch.autograd.Function``
-whose backward recomputes each tile from dL/dK. Softmax of the weight logits and
-the lengthscale/outputscale constraints are applied in torch, outside the
-kernels, so autograd chains through them.
+runs ``fused.fused_forward`` (batching, autograd: shared with the ``cpu`` backend)
+with this module's ``CompiledKernels``, which launch one program per tile and batch
+element; backward recomputes each tile from dL/dK.
 
 Generated modules are written to a per-process temporary directory and imported
 from there (``triton.jit`` reads a function's source from its file), cached by
@@ -17,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
-import math
 import shutil
 import tempfile
 import threading
@@ -26,14 +23,15 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from ..errors import KernelError
 from ..ir import KernelIR
 from ..options import KernelOptions
 from .common import check_inputs
 from .flat_params import FlatParameterKernel
-from .triton_codegen import CODEGEN_VERSION, GeneratedSource, generate
+from .fused import fused_forward
+from .codegen import GeneratedSource
+from .triton_codegen import CODEGEN_VERSION, generate
 
 _FIX_HINT = ("use backend='torch', move the model and inputs to a CUDA device, or set the environment "
              "variable TRITON_INTERPRET=1 to run the kernels in Triton's (slow) CPU interpreter")
@@ -111,7 +109,7 @@ def _import_source(source: str, key: tuple[str, bool]) -> ModuleType:
 
 
 class CompiledKernels:
-    """Launches the four generated kernels of one IR on flattened ``[B, ...]`` tensors.
+    """Launches the four generated kernels of one IR on flattened ``[B, ...]`` tensors (``fused.FusedKernels``).
 
     Shared by every kernel of the same IR: copying returns the same object and
     unpickling looks it up (or regenerates it) in this process's cache.
@@ -122,6 +120,7 @@ class CompiledKernels:
         self.generated = generated
         self.module = module
         self.interpret = interpret
+        self.backend = "triton"
         self.blocks = BlockConfig.default(interpret)
         self._tiles: dict[tuple, torch.Tensor] = {}
         self._used: dict[str, torch.Tensor] = {}
@@ -240,49 +239,6 @@ def _cdiv(a: int, b: int) -> int:
     return max(1, -(-a // b))
 
 
-def _scatter_features(g: torch.Tensor, used: torch.Tensor, d: int) -> torch.Tensor:
-    """[B, n, F] gradient over the used features -> [B, n, d] with zeros elsewhere."""
-    full = g.new_zeros(*g.shape[:-1], d)
-    return full.index_copy_(-1, used, g)
-
-
-class FusedKernelFunction(torch.autograd.Function):
-    """K = scale * k(x1, x2) (or its diag) with the generated kernels; x2 None means x1 is x2."""
-
-    @staticmethod
-    def forward(ctx, kernels: CompiledKernels, blocks: BlockConfig, diag: bool,
-                x1, x2, lengthscale, weights, scale):
-        symmetric = x2 is None
-        x2_ = x1 if symmetric else x2
-        if diag:
-            out = kernels.forward_diag(x1, x2_, lengthscale, weights, scale, blocks)
-        else:
-            out = kernels.forward(x1, x2_, lengthscale, weights, scale, symmetric, blocks)
-        ctx.save_for_backward(x1, x2, lengthscale, weights, scale)
-        ctx.kernels, ctx.blocks, ctx.diag, ctx.symmetric = kernels, blocks, diag, symmetric
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        x1, x2, lengthscale, weights, scale = ctx.saved_tensors
-        kernels, blocks = ctx.kernels, ctx.blocks
-        x2_ = x1 if ctx.symmetric else x2
-        with_x = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
-        if ctx.diag:
-            g_ls, g_w, g_s, gx1, gx2 = kernels.backward_diag(grad, x1, x2_, lengthscale, weights, scale,
-                                                             with_x, blocks)
-        else:
-            g_ls, g_w, g_s, gx1, gx2 = kernels.backward(grad, x1, x2_, lengthscale, weights, scale,
-                                                        ctx.symmetric, with_x, blocks)
-        if with_x:
-            used = kernels.used_features(x1.device)
-            d = x1.size(-1)
-            gx1 = _scatter_features(gx1, used, d)
-            gx2 = _scatter_features(gx2, used, d) if gx2 is not None else None
-        return None, None, None, gx1, gx2, g_ls, g_w, g_s
-
-
 class TritonKernel(FlatParameterKernel):
     """The kernel of one KernelIR evaluated by fused generated Triton kernels."""
 
@@ -313,38 +269,6 @@ def current_kernels(module: FlatParameterKernel) -> CompiledKernels:
     if kernels is None or kernels.interpret != interpreter_enabled():
         kernels = module.kernels = compiled_kernels(module.ir)
     return kernels
-
-
-def fused_forward(module: FlatParameterKernel, kernels: CompiledKernels, blocks: BlockConfig,
-                  x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> torch.Tensor:
-    """``module``'s kernel matrix (or diagonal) computed by the fused ``kernels``, with gpytorch batching.
-
-    The kernel's batch shape is broadcast against the inputs' and flattened onto the launch grid.
-    Inputs must already have passed ``check_inputs``.
-    """
-    symmetric = x1 is x2 and not diag  # the diag path is cheap; no symmetric special case
-    dtype = torch.promote_types(torch.promote_types(x1.dtype, x2.dtype), module.raw_lengthscale.dtype)
-    if dtype not in (torch.float32, torch.float64):
-        raise KernelError(f"the triton backend computes in float32 or float64, not {dtype}")
-    if x1.device != x2.device:
-        raise KernelError(f"x1 and x2 must be on one device, got {x1.device} and {x2.device}")
-    try:
-        batch = torch.broadcast_shapes(module.batch_shape, x1.shape[:-2], x2.shape[:-2])
-    except RuntimeError:
-        raise KernelError(f"batch shapes do not broadcast: kernel {tuple(module.batch_shape)}, "
-                          f"x1 {tuple(x1.shape[:-2])}, x2 {tuple(x2.shape[:-2])}") from None
-    ir = module.ir
-    n, m, d = x1.size(-2), x2.size(-2), x1.size(-1)
-    P, W, B = ir.num_lengthscales, ir.num_weights, math.prod(batch)
-    ls = module.lengthscale.to(dtype).expand(*batch, P).reshape(B, P)
-    w = module.sum_weights().to(dtype).expand(*batch, W).reshape(B, W)
-    scale = module.outputscale.to(dtype).expand(batch).reshape(B)
-    shape = (*batch, n) if diag else (*batch, n, m)
-    if n == 0 or m == 0 or B == 0:
-        return x1.new_zeros(shape, dtype=dtype)
-    flat1 = x1.to(dtype).expand(*batch, n, d).reshape(B, n, d)
-    flat2 = None if symmetric else x2.to(dtype).expand(*batch, m, d).reshape(B, m, d)
-    return FusedKernelFunction.apply(kernels, blocks, diag, flat1, flat2, ls, w, scale).reshape(shape)
 
 
 def build(ir: KernelIR, batch_shape: torch.Size = torch.Size([]),
