@@ -18,7 +18,7 @@ from harness import random_hyperparameters
 
 SOURCE = "a = matern52({x, y}) * categorical({z})\na + rbf({y})"
 FEATURES = ["x", "y", "z"]
-BACKENDS = ["reference", "torch", "auto", "triton"]
+BACKENDS = ["reference", "torch", "auto", "triton", "cpu"]
 F64 = torch.float64
 
 

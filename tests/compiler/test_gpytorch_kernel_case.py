@@ -50,6 +50,7 @@ CASES = {
     "torch": ("matern52", "product", "fj"),
     "auto": ("matern52", "product", "fj"),
     "triton": ("matern52", "fj"),
+    "cpu": ("matern52", "fj"),
 }
 """The expressions each backend runs gpytorch's test case on."""
 

@@ -3,7 +3,7 @@
 Every kind's values and gradients on every backend against ``reference`` (float64)
 are checked where the hypothesis strategies draw kinds from the registry
 (test_backends, test_random_programs) and by the triton ``all_kinds`` program
-(test_triton); here: each kind in the language (lowering, check errors, describe(),
+(test_fused); here: each kind in the language (lowering, check errors, describe(),
 the README), each kind's torch and triton math against autograd, and ``laplace``
 against gpytorch's own Matern 1/2.
 """
