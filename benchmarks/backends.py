@@ -39,6 +39,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 from kerneldsl.bench import WORKLOADS, _read_status_kb, make_kernel, make_step, peak_memory_mib, time_cells  # noqa: E402,F401
 from kerneldsl.compiler.ir import KernelIR, Product, Span, Sum, Term  # noqa: E402
 from kerneldsl.compiler.backends.tiling import AUTO, plan_tiles, resolve_tiles  # noqa: E402
+from kerneldsl.compiler.backends.auto import FUSED_CPU_THRESHOLD  # noqa: E402
+from kerneldsl.compiler.backends.c_kernel import compiler_unavailable_reason  # noqa: E402
 
 
 def mnist_like_ir() -> KernelIR:
@@ -140,10 +142,11 @@ def time_backends(ir: KernelIR, backends: list[str], workload: str, n: int, repe
 
 SCALING_VARIANTS = {
     "reference": ("reference", {}),
-    "torch, one piece": ("torch", {"tile_size": None}),
-    "torch, tiled": ("torch", {"tile_threshold": 0}),
+    "torch-one-piece": ("torch", {"tile_size": None}),
+    "torch-tiled": ("torch", {"tile_threshold": 0}),
+    "cpu": ("cpu", {}),
 }
-"""Column -> (backend, KernelOptions fields)."""
+"""Column (``--scaling-variants``) -> (backend, KernelOptions fields)."""
 SCALING_CALLS = {381: (3, 5), 1000: (2, 3), 2000: (2, 2), 4000: (1, 1), 8000: (1, 1)}
 """n -> (rounds, timed calls per round and variant); larger n: one round of one call."""
 
@@ -172,6 +175,8 @@ def _scaling_step(ir: KernelIR, cell: ScalingCell):
     backend, options = SCALING_VARIANTS[cell.variant]
     kernel = make_kernel(ir, backend, torch.float64, "cpu", batch_shape=(cell.folds,) if cell.folds else ())
     kernel.options = replace(kernel.options, **options)
+    if backend == "cpu":
+        kernel.kernels.library(torch.float64)  # compiled (or loaded from the cache) before any timing
     g = torch.Generator().manual_seed(1)
     X = torch.rand(cell.n, len(ir.features), generator=g, dtype=torch.float64)
     if cell.folds:
@@ -218,7 +223,7 @@ def _run_scaling_cell(cell: ScalingCell) -> tuple[list[float], float]:
 
 
 def scaling(kernel: str, ns: list[int], threads: list[int], max_n: dict[str, int], mll_ns: list[int],
-            folds: int, folds_n: int) -> None:
+            folds: int, folds_n: int, names: list[str]) -> None:
     """Print the scaling table (markdown): median fwd+bwd ms and peak MiB per variant."""
     ir = IRS[kernel]()
     rows = [("train", n, 0) for n in ns] + [("mll", n, 0) for n in mll_ns]
@@ -229,7 +234,6 @@ def scaling(kernel: str, ns: list[int], threads: list[int], max_n: dict[str, int
           f"ms (median of rounds x calls, variants interleaved by round) / peak MiB; load average "
           f"{os.getloadavg()[0]:.1f}; default (auto) tile_size={tile_size}, "
           f"tile_threshold={threshold}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
-    names = list(SCALING_VARIANTS)
     print("| workload | n | folds | threads | " + " | ".join(f"{v} ms / MiB" for v in names)
           + " | default path |")
     print("|---|---:|---:|---:|" + "---:|" * len(names) + "---|")
@@ -246,10 +250,19 @@ def scaling(kernel: str, ns: list[int], threads: list[int], max_n: dict[str, int
                     peaks[v].append(peak)
             cells = [f"{1e3 * statistics.median(samples[v]):.0f} / {max(peaks[v]):.0f}" if v in samples
                      else "not run" for v in names]
-            x = torch.empty(*((f,) if f else ()), n - (1 if f else 0), len(ir.features), device="meta")
-            path = "one piece" if plan_tiles("upper", x, x, torch.Size(), tile_size, threshold) is None else "tiled"
+            path = _default_path(ir, n, f, tile_size, threshold)
             print(f"| {workload} | {n} | {f or '-'} | {t} | " + " | ".join(cells) + f" | {path} |", flush=True)
     print(f"(load average {os.getloadavg()[0]:.1f} at the end)")
+
+def _default_path(ir: KernelIR, n: int, folds: int, tile_size: int, threshold: int) -> str:
+    """What ``auto`` runs for this row on the CPU (the fused C kernels when a compiler works here)."""
+    points = n - (1 if folds else 0)
+    if (folds or 1) * points * points >= FUSED_CPU_THRESHOLD and compiler_unavailable_reason() is None:
+        return "cpu"
+    x = torch.empty(*((folds,) if folds else ()), points, len(ir.features), device="meta")
+    return "torch-one-piece" if plan_tiles("upper", x, x, torch.Size(), tile_size, threshold) is None \
+        else "torch-tiled"
+
 
 # --- end of the scaling mode ---------------------------------------------------------------------------------
 
@@ -270,13 +283,15 @@ def main() -> None:
     parser.add_argument("--scaling-threads", default="1,2")
     parser.add_argument("--scaling-mll-n", default="381,2000", help="n of the exact-MLL rows")
     parser.add_argument("--scaling-folds", type=int, default=20, help="batched leave-one-out folds (0: none)")
+    parser.add_argument("--scaling-variants", default=",".join(SCALING_VARIANTS),
+                        help=f"comma-separated columns of the scaling table (of: {', '.join(SCALING_VARIANTS)})")
     parser.add_argument("--max-n-reference", type=int, default=2000, help="larger n does not fit in memory")
     parser.add_argument("--max-n-untiled", type=int, default=4000, help="larger n does not fit in memory")
     args = parser.parse_args()
     if args.scaling:
         scaling(args.kernel, _ints(args.scaling_n), _ints(args.scaling_threads),
-                {"reference": args.max_n_reference, "torch, one piece": args.max_n_untiled},
-                _ints(args.scaling_mll_n), args.scaling_folds, 381)
+                {"reference": args.max_n_reference, "torch-one-piece": args.max_n_untiled},
+                _ints(args.scaling_mll_n), args.scaling_folds, 381, _variants(args.scaling_variants))
         return
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -302,6 +317,14 @@ def main() -> None:
             ratio = memory[b] / memory[base] if memory[base] else float("nan")
             print(f"{workload:<8} {b:<10} {1e3 * t['forward']:>11.2f} {1e3 * t['forward+backward']:>11.2f} "
                   f"{memory[b]:>9.1f} {speedup:>16.2f}x {ratio:>12.2f}x")
+
+
+def _variants(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in names if v not in SCALING_VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown --scaling-variants {unknown}; known: {', '.join(SCALING_VARIANTS)}")
+    return names
 
 
 def _ints(text: str) -> list[int]:
