@@ -296,6 +296,12 @@ def skip_reason(backend: str, device: str) -> str | None:
         from .compiler.backends.triton_kernel import triton_unavailable_reason
 
         return triton_unavailable_reason()
+    if backend == "cpu":
+        if device != "cpu":
+            return "the cpu backend's fused C kernels run on the CPU only (this run is on a GPU)"
+        from .compiler.backends.c_kernel import compiler_unavailable_reason
+
+        return compiler_unavailable_reason()
     return None
 
 

@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=381, help="points in X (default: %(default)s)")
     p.add_argument("--batch", default="1,20", metavar="B,B,...",
                    help="kernel batch sizes, 1 = unbatched (default: %(default)s)")
-    p.add_argument("--backends", default="reference,torch,triton",
+    p.add_argument("--backends", default="reference,torch,cpu,triton",
                    help="comma-separated; the first is the speed-up baseline (default: %(default)s)")
     p.add_argument("--dtype", default="float64", help="float64 or float32 (default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto: cuda when present (default: auto)")
