@@ -141,7 +141,7 @@ def candidates(mnist, names: list[str]) -> list:
             source, options, restarts = Path(name).read_text(), {}, 0
         else:
             source, options, restarts, _ = variants[name]
-        out.append(Candidate(Path(name).stem, KernelGP(source, mnist.feature_chain, backend="torch", **options),
+        out.append(Candidate(Path(name).stem, KernelGP(source, mnist.feature_chain, **options),
                              restarts))
     return out
 

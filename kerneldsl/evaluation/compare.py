@@ -317,7 +317,7 @@ def baseline(name: str, space, feature_chain=None, **kernel_options: Any) -> Mod
         if feature_chain is None:
             raise CrossValidationError("the plain_matern baseline needs a feature chain")
         return KernelGP("kernel = matern52(all)", feature_chain, groups={"all": feature_chain.feature_names},
-                        **{"backend": "torch", **kernel_options})
+                        **kernel_options)
     raise CrossValidationError(f"unknown baseline {name!r}; named baselines: {', '.join(BASELINES)}")
 
 

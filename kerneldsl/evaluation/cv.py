@@ -148,7 +148,7 @@ def kernel_model(
     source: str,
     feature_chain: InputTransform,
     groups: Mapping[str, Sequence[str]] | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
     features: Sequence[str] | None = None,
     **options: Any,
 ) -> ModelFactory:
