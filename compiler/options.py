@@ -32,8 +32,9 @@ class KernelOptions:
     means no prior. ``lengthscale_prior`` may also be a rule that makes a prior per base
     term, ``DimensionScaledLogNormal`` (see ``lengthscale_prior_for``).
 
-    ``tile_size`` and ``tile_threshold`` steer the ``torch`` backend (and ``auto`` off
-    the GPU): a K with more than ``tile_threshold`` entries (n * m times batch
+    ``tile_size`` and ``tile_threshold`` steer the ``torch`` backend (and ``auto`` where it
+    runs the torch path: on the CPU without a C compiler, or below the fused kernels'
+    threshold): a K with more than ``tile_threshold`` entries (n * m times batch
     elements) is evaluated in tiles of ``tile_size`` entries with memory
     ``O(n*m + terms * tile_size)``; ``tile_size=None`` never tiles. ``"auto"`` (the
     default of both) takes the defaults of the inputs' device: on the CPU tiles of

@@ -372,23 +372,28 @@ class _Generator:
         out("const real *gr = g + task * m;", 2)
         if with_x:
             out(f"real *gc = gxcol + ((int64_t)omp_get_thread_num() * B + b) * {self.F} * m;", 2)
-        body = Lines()
-        accumulators = self._adjoints(body, 3, with_x, column="m")
-        self._declare(out, 2, accumulators)
-        out(f"#pragma omp simd reduction(+: {', '.join(accumulators)})", 2)
-        out("for (int64_t j = symmetric ? i : 0; j < m; j++) {", 2)
-        self._differences(out, 3, backward=True, diag=False)
-        self._values(out, 3, backward=True)
-        out("const real gk = gr[j];", 3)
-        out.lines += body.lines
-        out("}", 2)
-        self._store_parameter_gradients(out, 2, "task")
+        self._backward_loop(out, with_x, diag=False)
         if with_x:
             for f in self.plan.features:
                 out(f"gxrow[task * {self.F} + {self.plan.compact[f]}] = ax{f};", 2)
         out("}")
         out("}", 0)
         return "\n".join(out.lines) + "\n"
+
+    def _backward_loop(self, out: Lines, with_x: bool, diag: bool) -> None:
+        """The SIMD loop of one task's pairs (columns j of row i, or rows i of a diag chunk) with its
+        reductions, then the task's partial parameter gradients."""
+        body = Lines()
+        accumulators = self._adjoints(body, 3, with_x, column=None if diag else "m")
+        self._declare(out, 2, accumulators)
+        out(f"#pragma omp simd reduction(+: {', '.join(accumulators)})", 2)
+        out("for (int64_t i = lo; i < hi; i++) {" if diag else "for (int64_t j = symmetric ? i : 0; j < m; j++) {", 2)
+        self._differences(out, 3, backward=True, diag=diag)
+        self._values(out, 3, backward=True)
+        out("const real gk = g[b * n + i];" if diag else "const real gk = gr[j];", 3)
+        out.lines += body.lines
+        out("}", 2)
+        self._store_parameter_gradients(out, 2, "task")
 
     def _backward_diag(self, with_x: bool) -> str:
         out = Lines()
@@ -400,17 +405,7 @@ class _Generator:
         out("    const real *restrict g, real *restrict gparam, real *restrict gx, int32_t threads)", 0)
         out("{", 0)
         self._diag_loop(out)
-        body = Lines()
-        accumulators = self._adjoints(body, 3, with_x, column=None)
-        self._declare(out, 2, accumulators)
-        out(f"#pragma omp simd reduction(+: {', '.join(accumulators)})", 2)
-        out("for (int64_t i = lo; i < hi; i++) {", 2)
-        self._differences(out, 3, backward=True, diag=True)
-        self._values(out, 3, backward=True)
-        out("const real gk = g[b * n + i];", 3)
-        out.lines += body.lines
-        out("}", 2)
-        self._store_parameter_gradients(out, 2, "task")
+        self._backward_loop(out, with_x, diag=True)
         out("}")
         out("}", 0)
         return "\n".join(out.lines) + "\n"

@@ -38,7 +38,7 @@ from .c_codegen import CODEGEN_VERSION, DIAG_CHUNK, generate
 from .codegen import GeneratedSource
 from .common import check_inputs
 from .flat_params import FlatParameterKernel
-from .fused import fused_forward
+from .fused import FusedKernels, fused_forward
 
 COMPILE_ATTEMPTS: tuple[tuple[str, ...], ...] = (
     ("-O2", "-march=native", "-fno-math-errno", "-fopenmp", "-DKD_VECTOR_MATH", "-lmvec"),
@@ -105,33 +105,19 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-class CpuKernels:
-    """Runs the generated C functions of one IR on flattened ``[B, ...]`` CPU tensors (``fused.FusedKernels``).
-
-    Shared by every kernel of the same IR: copying returns the same object and
-    unpickling looks it up (or regenerates it) in this process's cache.
-    """
+class CpuKernels(FusedKernels):
+    """Runs the generated C functions of one IR on flattened ``[B, ...]`` CPU tensors."""
 
     backend = "cpu"
+    lookup = staticmethod(compiled_kernels)
 
     def __init__(self, ir: KernelIR, generated: GeneratedSource, key: str):
-        self.ir = ir
-        self.generated = generated
+        super().__init__(ir, generated)
         self.key = key
         self._libraries: dict[torch.dtype, ctypes.CDLL] = {}
         self.flags: tuple[str, ...] | None = None
         """The compiler flags that built the libraries (None before the first build)."""
         self._used: torch.Tensor | None = None
-
-    @property
-    def source(self) -> str:
-        return self.generated.source
-
-    def __deepcopy__(self, memo) -> "CpuKernels":
-        return self
-
-    def __reduce__(self):
-        return compiled_kernels, (self.ir,)
 
     # --- building --------------------------------------------------------------------
     def library(self, dtype: torch.dtype) -> ctypes.CDLL:

@@ -13,36 +13,62 @@ chains through them.
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import Any, Callable
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from ..errors import KernelError
+from ..ir import KernelIR
+from .codegen import GeneratedSource
 from .flat_params import FlatParameterKernel
 
 
-class FusedKernels(Protocol):
-    """The compiled kernels of one IR, for flattened ``[B, ...]`` tensors.
+class FusedKernels:
+    """The compiled kernels of one IR, for flattened ``[B, ...]`` tensors; a backend subclasses it.
 
     ``x1 [B, n, d]``, ``x2 [B, m, d]``, ``ls [B, P]``, ``w [B, W]`` (softmaxed), ``scale [B]``;
     ``symmetric``: x2 is x1 (pass the same tensor). Backward returns
     ``(dL/dls [B, P], dL/dw [B, W], dL/dscale [B], dL/dx1 [B, n, F], dL/dx2 [B, m, F] or None)``
     with x gradients over the used features only (``used_features``); when symmetric,
     dL/dx1 holds the whole gradient of x and dL/dx2 is None.
+
+    One object per IR and process, shared by every kernel module of that IR: copying returns
+    the same object and unpickling looks it up (or regenerates it) with the backend's ``lookup``.
     """
 
     backend: str
+    lookup: Callable[[KernelIR], "FusedKernels"]
+    """The backend's per-process cache: IR -> its kernels (a module-level function, so it pickles)."""
 
-    def used_features(self, device: torch.device) -> torch.Tensor: ...
+    def __init__(self, ir: KernelIR, generated: GeneratedSource):
+        self.ir = ir
+        self.generated = generated
 
-    def forward(self, x1, x2, ls, w, scale, symmetric: bool, config: Any) -> torch.Tensor: ...
+    @property
+    def source(self) -> str:
+        return self.generated.source
 
-    def forward_diag(self, x1, x2, ls, w, scale, config: Any) -> torch.Tensor: ...
+    def __deepcopy__(self, memo) -> "FusedKernels":
+        return self
 
-    def backward(self, grad, x1, x2, ls, w, scale, symmetric: bool, with_x_grad: bool, config: Any) -> tuple: ...
+    def __reduce__(self):
+        return type(self).lookup, (self.ir,)
 
-    def backward_diag(self, grad, x1, x2, ls, w, scale, with_x_grad: bool, config: Any) -> tuple: ...
+    def used_features(self, device: torch.device) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x1, x2, ls, w, scale, symmetric: bool, config: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_diag(self, x1, x2, ls, w, scale, config: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def backward(self, grad, x1, x2, ls, w, scale, symmetric: bool, with_x_grad: bool, config: Any) -> tuple:
+        raise NotImplementedError
+
+    def backward_diag(self, grad, x1, x2, ls, w, scale, with_x_grad: bool, config: Any) -> tuple:
+        raise NotImplementedError
 
 
 def _scatter_features(g: torch.Tensor, used: torch.Tensor, d: int) -> torch.Tensor:

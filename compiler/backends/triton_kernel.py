@@ -29,7 +29,7 @@ from ..ir import KernelIR
 from ..options import KernelOptions
 from .common import check_inputs
 from .flat_params import FlatParameterKernel
-from .fused import fused_forward
+from .fused import FusedKernels, fused_forward
 from .codegen import GeneratedSource
 from .triton_codegen import CODEGEN_VERSION, generate
 
@@ -108,32 +108,19 @@ def _import_source(source: str, key: tuple[str, bool]) -> ModuleType:
     return module
 
 
-class CompiledKernels:
-    """Launches the four generated kernels of one IR on flattened ``[B, ...]`` tensors (``fused.FusedKernels``).
+class CompiledKernels(FusedKernels):
+    """Launches the four generated kernels of one IR on flattened ``[B, ...]`` tensors."""
 
-    Shared by every kernel of the same IR: copying returns the same object and
-    unpickling looks it up (or regenerates it) in this process's cache.
-    """
+    backend = "triton"
+    lookup = staticmethod(compiled_kernels)
 
     def __init__(self, ir: KernelIR, generated: GeneratedSource, module: ModuleType, interpret: bool):
-        self.ir = ir
-        self.generated = generated
+        super().__init__(ir, generated)
         self.module = module
         self.interpret = interpret
-        self.backend = "triton"
         self.blocks = BlockConfig.default(interpret)
         self._tiles: dict[tuple, torch.Tensor] = {}
         self._used: dict[str, torch.Tensor] = {}
-
-    @property
-    def source(self) -> str:
-        return self.generated.source
-
-    def __deepcopy__(self, memo) -> "CompiledKernels":
-        return self
-
-    def __reduce__(self):
-        return compiled_kernels, (self.ir,)
 
     def _tile_table(self, row_blocks: int, col_blocks: int, symmetric: bool, device) -> torch.Tensor:
         """(row block, column block) of every program; only j >= i when symmetric."""
