@@ -11,18 +11,21 @@ terms x pairs ever exists, so there are no tiles to choose.
 The compiler is ``$CC`` (default ``cc``). A library is built once per IR, dtype,
 compiler and flags (1-8 seconds, with the size of the kernel) and kept in an on-disk
 cache shared by processes (``cache_directory()``: ``$KERNELDSL_CACHE_DIR``, else
-``$XDG_CACHE_HOME/kerneldsl`` or ``~/.cache/kerneldsl``; written atomically, so that
-pool workers may race). Flags are tried from the fastest down (``COMPILE_ATTEMPTS``:
+``$XDG_CACHE_HOME/kerneldsl`` or ``~/.cache/kerneldsl``; keyed by source, flags, compiler
+and CPU; written atomically, so that pool workers may race; a per-process temporary
+directory when it cannot be written). Flags are tried from the fastest down (``COMPILE_ATTEMPTS``:
 native SIMD with glibc's vector math, then portable, then without OpenMP) so that any
 C compiler works.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import functools
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -91,6 +94,18 @@ def _compiler_identity(cc: str) -> str:
         return cc
 
 
+@functools.lru_cache(maxsize=None)
+def _machine_identity() -> str:
+    """The CPU's model and instruction-set flags (part of the cache key: ``-march=native`` code from one
+    machine must not run on another that shares the cache directory, e.g. a cluster's home directory)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+    return "\n".join(next((line for line in lines if line.startswith(key)), "")
+                     for key in ("model name", "flags", "Features", "CPU part"))
+
+
 def compiled_kernels(ir: KernelIR) -> "CpuKernels":
     """The generated kernels of ``ir``, generated once per process (compiled at first use per dtype)."""
     key = f"{ir.fingerprint()}-v{CODEGEN_VERSION}"
@@ -135,10 +150,16 @@ class CpuKernels(FusedKernels):
         errors = []
         for flags in COMPILE_ATTEMPTS if self.flags is None else (self.flags,):
             command = [compiler(), "-std=c11", "-shared", "-fPIC", *defines, *flags]
-            key = hashlib.sha256("\0".join([self.source, *command, _compiler_identity(compiler())]).encode())
-            library = cache_directory() / f"kd_{key.hexdigest()[:40]}.so"
+            key = hashlib.sha256("\0".join([self.source, *command, _compiler_identity(compiler()),
+                                             _machine_identity()]).encode())
+            name = f"kd_{key.hexdigest()[:40]}.so"
+            library = cache_directory() / name
             if not library.exists():
-                error = _compile(self.source, command, library)
+                try:
+                    error = _compile(self.source, command, library)
+                except OSError:  # the cache cannot be written: this process's own directory instead
+                    library = _private_directory() / name
+                    error = _compile(self.source, command, library)
                 if error is not None:
                     errors.append(error)
                     continue
@@ -241,6 +262,18 @@ def _parameters(ls: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> tuple
         if not t.is_contiguous():
             raise KernelError("internal error: the cpu backend got non-contiguous hyperparameters")
     return _ptr(ls), _ptr(w), _ptr(scale)
+
+
+_private: Path | None = None
+
+
+def _private_directory() -> Path:
+    """A temporary directory of this process (removed at exit), for when the cache is not writable."""
+    global _private
+    if _private is None:
+        _private = Path(tempfile.mkdtemp(prefix="kerneldsl-cpu-"))
+        atexit.register(shutil.rmtree, _private, True)
+    return _private
 
 
 def _compile(source: str, command: list[str], library: Path) -> str | None:

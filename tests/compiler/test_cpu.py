@@ -148,3 +148,15 @@ def test_auto_falls_back_to_torch_with_one_warning_when_nothing_compiles(tmp_pat
         warnings.simplefilter("error")
         kernel(x).to_dense()  # no second warning
     assert_close(first, _kernel("fixed_weights", backend="torch")(x).to_dense(), 1e-12, "fallback values")
+
+
+def test_an_unwritable_cache_falls_back_to_a_private_directory(tmp_path, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache directory would be")
+    monkeypatch.setenv("KERNELDSL_CACHE_DIR", str(blocked))
+    ir = kd.compile_ir(*CANONICAL["single_term"])
+    kernels = CpuKernels(ir, generate(ir), "x")
+    x = torch.rand(1, 3, 2, dtype=torch.float64)
+    one = torch.ones(1, 2, dtype=torch.float64)
+    out = kernels.forward(x, x, one, one[:, :0].contiguous(), torch.ones(1, dtype=torch.float64), True)
+    assert out.shape == (1, 3, 3) and torch.allclose(out.diagonal(dim1=-2, dim2=-1), torch.ones(1, 3, dtype=torch.float64))
