@@ -28,8 +28,8 @@ from .torch_kernel import TorchKernel
 FUSED_CPU_THRESHOLD = 2**16
 """Kernel entries (n * m times batch elements; n for diag) from which ``auto`` runs the fused C kernels on
 the CPU. They were faster at every size measured (hands-on MNIST kernel, float64, forward+backward, one
-thread: n = 40 1.7x, 100 2.4x, 256 3.6x, 381 4.4x, 2000 5x; benchmarks/RESULTS.md), but a kernel's first
-use compiles it (1-8 s, then cached on disk): below about 256 x 256 a fit's kernel time is small next to
+thread: n = 40 1.7x, 100 2.4x, 256 3.6x, 381 3.7-4.4x, 2000 6x; benchmarks/RESULTS.md), but a kernel's
+first use compiles it (0.5-8 s, then cached on disk): below about 256 x 256 a fit's kernel time is small next to
 gpytorch's own overhead, so small models (and the test suite's many tiny kernels) skip the compiler."""
 
 _cpu_unavailable: str | None = None
@@ -37,7 +37,7 @@ _cpu_unavailable: str | None = None
 
 
 class AutoKernel(TorchKernel):
-    """A ``TorchKernel`` whose forward runs generated triton kernels on CUDA tensors when it can."""
+    """A ``TorchKernel`` whose forward runs the generated fused kernels where they pay (see the module docstring)."""
 
     def __init__(self, ir: KernelIR, batch_shape: torch.Size = torch.Size([]),
                  options: KernelOptions | None = None):
