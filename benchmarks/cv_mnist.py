@@ -48,7 +48,7 @@ DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "mnist1_sweep.jsonl"
 DEFAULT_PLOT = REPO_ROOT / "benchmarks" / "cv_mnist.png"
 MODELS = ("hands_on", "botorch_default", "botorch_mixed", "plain_matern", "hands_on_gamma36", "hands_on_ln_term",
           "hands_on_ln_product", "hands_on_os1", "hands_on_noise", "hands_on_ln_term_os1", "hands_on_ln_term_noise", "hands_on_ln_term_r3",
-          "hands_on_gamma36_r3", "catchall_ln_term")
+          "hands_on_gamma36_r3", "catchall_ln_term", "mixed_like_ln_term")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -120,6 +120,8 @@ def _variants(mnist) -> dict:
                                    "ln_term + Gamma(1.1, 0.05) noise (botorch's old default)"),
         "catchall_ln_term": ((REPO_ROOT / "examples" / "variants" / "mnist_catchall.kernel").read_text(), ln_term, 0,
                              "the example plus a catch-all matern52 over all features (own weight), ln_term"),
+        "mixed_like_ln_term": ((REPO_ROOT / "examples" / "variants" / "mnist_mixed_like.kernel").read_text(), ln_term,
+                               0, "MixedSingleTaskGP's structure on the features (examples/variants), ln_term"),
         "hands_on_ln_term_r3": (mnist.HANDS_ON_KERNEL, ln_term, 3, "ln_term, 3 restarts from prior draws"),
         "hands_on_gamma36_r3": (mnist.HANDS_ON_KERNEL, {"lengthscale_prior": GammaPrior(3.0, 6.0)}, 3,
                                 "Gamma(3, 6), 3 restarts from prior draws"),
