@@ -183,6 +183,14 @@ class _Generator:
             for line in (line for code in used for line in code.backward) if backward else ():
                 out(line.format(f=f), indent)
 
+    def _row_task(self, out: Lines) -> None:
+        """The OpenMP loop over tasks (batch element b, row i) of K, with the task's hyperparameters and row."""
+        out("#pragma omp parallel for schedule(static, 1) num_threads(threads)")
+        out("for (int64_t task = 0; task < B * n; task++) {")
+        out("const int64_t b = task / n, i = task % n;", 2)
+        self._parameters(out, 2)
+        self._row_features(out, 2)
+
     def _row_features(self, out: Lines, indent: int) -> None:
         plan, ir = self.plan, self.ir
         out("/* row i of x1 and the columns of x2 (feature-major) */", indent)
@@ -306,11 +314,7 @@ class _Generator:
         out("                          const real *restrict w, const real *restrict scale, int64_t B, int64_t n,", 0)
         out("                          int64_t m, int32_t symmetric, real *restrict out, int32_t threads)", 0)
         out("{", 0)
-        out("#pragma omp parallel for schedule(static, 1) num_threads(threads)")
-        out("for (int64_t task = 0; task < B * n; task++) {")
-        out("const int64_t b = task / n, i = task % n;", 2)
-        self._parameters(out, 2)
-        self._row_features(out, 2)
+        self._row_task(out)
         out("real *o = out + task * m;", 2)
         out("#pragma omp simd", 2)
         out("for (int64_t j = symmetric ? i : 0; j < m; j++) {", 2)
@@ -364,11 +368,7 @@ class _Generator:
         out("    const real *restrict w, const real *restrict scale, int64_t B, int64_t n, int64_t m, int32_t symmetric,", 0)
         out("    const real *restrict g, real *restrict gparam, real *restrict gxrow, real *restrict gxcol, int32_t threads)", 0)
         out("{", 0)
-        out("#pragma omp parallel for schedule(static, 1) num_threads(threads)")
-        out("for (int64_t task = 0; task < B * n; task++) {")
-        out("const int64_t b = task / n, i = task % n;", 2)
-        self._parameters(out, 2)
-        self._row_features(out, 2)
+        self._row_task(out)
         out("const real *gr = g + task * m;", 2)
         if with_x:
             out(f"real *gc = gxcol + ((int64_t)omp_get_thread_num() * B + b) * {self.F} * m;", 2)

@@ -20,7 +20,6 @@ C compiler works.
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import functools
 import hashlib
@@ -41,7 +40,7 @@ from .c_codegen import CODEGEN_VERSION, DIAG_CHUNK, generate
 from .codegen import GeneratedSource
 from .common import check_inputs
 from .flat_params import FlatParameterKernel
-from .fused import FusedKernels, fused_forward
+from .fused import FusedKernels, fused_forward, process_directory
 
 COMPILE_ATTEMPTS: tuple[tuple[str, ...], ...] = (
     ("-O2", "-march=native", "-fno-math-errno", "-fopenmp", "-DKD_VECTOR_MATH", "-lmvec"),
@@ -158,7 +157,7 @@ class CpuKernels(FusedKernels):
                 try:
                     error = _compile(self.source, command, library)
                 except OSError:  # the cache cannot be written: this process's own directory instead
-                    library = _private_directory() / name
+                    library = process_directory("kerneldsl-cpu-") / name
                     error = _compile(self.source, command, library)
                 if error is not None:
                     errors.append(error)
@@ -262,18 +261,6 @@ def _parameters(ls: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> tuple
         if not t.is_contiguous():
             raise KernelError("internal error: the cpu backend got non-contiguous hyperparameters")
     return _ptr(ls), _ptr(w), _ptr(scale)
-
-
-_private: Path | None = None
-
-
-def _private_directory() -> Path:
-    """A temporary directory of this process (removed at exit), for when the cache is not writable."""
-    global _private
-    if _private is None:
-        _private = Path(tempfile.mkdtemp(prefix="kerneldsl-cpu-"))
-        atexit.register(shutil.rmtree, _private, True)
-    return _private
 
 
 def _compile(source: str, command: list[str], library: Path) -> str | None:

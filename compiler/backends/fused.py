@@ -12,7 +12,12 @@ chains through them.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import math
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -22,6 +27,14 @@ from ..errors import KernelError
 from ..ir import KernelIR
 from .codegen import GeneratedSource
 from .flat_params import FlatParameterKernel
+
+
+@functools.lru_cache(maxsize=None)
+def process_directory(prefix: str) -> Path:
+    """A temporary directory of this process for generated files, removed at exit (one per prefix)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 class FusedKernels:

@@ -13,13 +13,9 @@ the IR's fingerprint and by whether Triton runs in interpreter mode
 
 from __future__ import annotations
 
-import atexit
 import importlib.util
-import shutil
-import tempfile
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 
 import torch
@@ -29,7 +25,7 @@ from ..ir import KernelIR
 from ..options import KernelOptions
 from .common import check_inputs
 from .flat_params import FlatParameterKernel
-from .fused import FusedKernels, fused_forward
+from .fused import FusedKernels, fused_forward, process_directory
 from .codegen import GeneratedSource
 from .triton_codegen import CODEGEN_VERSION, generate
 
@@ -72,15 +68,6 @@ class BlockConfig:
 
 _lock = threading.Lock()
 _modules: dict[tuple[str, bool], "CompiledKernels"] = {}
-_source_dir: Path | None = None
-
-
-def _generated_dir() -> Path:
-    global _source_dir
-    if _source_dir is None:
-        _source_dir = Path(tempfile.mkdtemp(prefix="kerneldsl-triton-"))
-        atexit.register(shutil.rmtree, _source_dir, True)
-    return _source_dir
 
 
 def compiled_kernels(ir: KernelIR) -> "CompiledKernels":
@@ -98,7 +85,7 @@ def compiled_kernels(ir: KernelIR) -> "CompiledKernels":
 
 def _import_source(source: str, key: tuple[str, bool]) -> ModuleType:
     fingerprint, interpret = key
-    path = _generated_dir() / f"kd_{fingerprint.replace('-', '_')}.py"
+    path = process_directory("kerneldsl-triton-") / f"kd_{fingerprint.replace('-', '_')}.py"
     if not path.exists():
         path.write_text(source)
     name = f"kerneldsl_generated_{path.stem}_{'interpreted' if interpret else 'compiled'}"
