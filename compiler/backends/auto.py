@@ -70,12 +70,12 @@ class AutoKernel(TorchKernel):
         if _cpu_unavailable is not None:
             return None
         from .c_kernel import compiled_kernels
-        from .fused import fused_forward
+        from .fused import FUSED_DTYPES, compute_dtype, fused_forward
 
         check_inputs(self.ir, x1, x2, diag)
         kernels = compiled_kernels(self.ir)
-        dtype = torch.promote_types(torch.promote_types(x1.dtype, x2.dtype), self.raw_lengthscale.dtype)
-        if dtype not in (torch.float32, torch.float64):
+        dtype = compute_dtype(self, x1, x2)
+        if dtype not in FUSED_DTYPES:
             return None
         try:
             kernels.library(dtype)

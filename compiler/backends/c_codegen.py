@@ -298,7 +298,8 @@ class _Generator:
                 value = " + ".join(code.lengthscale_gradient.format(s=slot) for d, code in _DISTANCE_CODE.items()
                                    if slot in plan.distance_slots[d]) or "0"
             else:
-                value = key.replace("w", "gw") if int(key[1:]) in plan.weight_slots else "0"
+                weight = slot - ir.num_lengthscales
+                value = f"gw{weight}" if weight in plan.weight_slots else "0"
             out(f"gp[{slot}] = {value};  /* {label} */", indent)
 
     @staticmethod
@@ -316,12 +317,7 @@ class _Generator:
         out("{", 0)
         self._row_task(out)
         out("real *o = out + task * m;", 2)
-        out("#pragma omp simd", 2)
-        out("for (int64_t j = symmetric ? i : 0; j < m; j++) {", 2)
-        self._differences(out, 3, backward=False, diag=False)
-        self._values(out, 3, backward=False)
-        out(f"o[j] = scale_b * v{self.ir.root};", 3)
-        out("}", 2)
+        self._forward_loop(out, diag=False)
         out("}")
         out("if (symmetric)")
         out("kd_mirror(out, B, n, threads);", 2)
@@ -336,15 +332,19 @@ class _Generator:
         out("                               real *restrict out, int32_t threads)", 0)
         out("{", 0)
         self._diag_loop(out)
-        out("#pragma omp simd", 2)
-        out("for (int64_t i = lo; i < hi; i++) {", 2)
-        self._differences(out, 3, backward=False, diag=True)
-        self._values(out, 3, backward=False)
-        out(f"out[b * n + i] = scale_b * v{self.ir.root};", 3)
-        out("}", 2)
+        self._forward_loop(out, diag=True)
         out("}")
         out("}", 0)
         return "\n".join(out.lines) + "\n"
+
+    def _forward_loop(self, out: Lines, diag: bool) -> None:
+        """The SIMD loop of one task's pairs (columns j of row i, or rows i of a diag chunk), storing K."""
+        out("#pragma omp simd", 2)
+        out("for (int64_t i = lo; i < hi; i++) {" if diag else "for (int64_t j = symmetric ? i : 0; j < m; j++) {", 2)
+        self._differences(out, 3, backward=False, diag=diag)
+        self._values(out, 3, backward=False)
+        out(f"{'out[b * n + i]' if diag else 'o[j]'} = scale_b * v{self.ir.root};", 3)
+        out("}", 2)
 
     def _diag_loop(self, out: Lines) -> None:
         out(f"const int64_t chunks = (n + {DIAG_CHUNK} - 1) / {DIAG_CHUNK};")

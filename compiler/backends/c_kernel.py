@@ -131,7 +131,6 @@ class CpuKernels(FusedKernels):
         self._libraries: dict[torch.dtype, ctypes.CDLL] = {}
         self.flags: tuple[str, ...] | None = None
         """The compiler flags that built the libraries (None before the first build)."""
-        self._used: torch.Tensor | None = None
 
     # --- building --------------------------------------------------------------------
     def library(self, dtype: torch.dtype) -> ctypes.CDLL:
@@ -172,25 +171,21 @@ class CpuKernels(FusedKernels):
         raise KernelError("backend 'cpu' could not compile its generated C source:\n" + "\n\n".join(errors),
                           hint="use backend='torch', or set CC to a working C compiler")
 
-    def used_features(self, device) -> torch.Tensor:
-        """Column indices of the features the kernel uses."""
-        if self._used is None:
-            self._used = torch.tensor(self.generated.used_features, dtype=torch.long)
-        return self._used
-
     # --- the FusedKernels protocol -----------------------------------------------------
-    def _rows(self, x: torch.Tensor) -> torch.Tensor:
-        return x.index_select(-1, self.used_features(x.device)).contiguous()
-
     def _columns(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, n, d]`` -> its used features, feature-major ``[B, F, n]``."""
         return x.index_select(-1, self.used_features(x.device)).transpose(-1, -2).contiguous()
+
+    def _operands(self, x1: torch.Tensor, x2: torch.Tensor, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows ``[B, n, F]`` and feature-major columns ``[B, F, m]`` that ``kd_forward``/``kd_backward`` read."""
+        rows = x1.index_select(-1, self.used_features(x1.device)).contiguous()
+        return rows, rows.transpose(-1, -2).contiguous() if symmetric else self._columns(x2)
 
     def forward(self, x1, x2, ls, w, scale, symmetric: bool, config=None) -> torch.Tensor:
         """K [B, n, m] for x1 [B, n, d], x2 [B, m, d]."""
         lib = self.library(x1.dtype)
         B, n, m = x1.size(0), x1.size(1), x2.size(1)
-        rows = self._rows(x1)
-        columns = rows.transpose(-1, -2).contiguous() if symmetric else self._columns(x2)
+        rows, columns = self._operands(x1, x2, symmetric)
         out = x1.new_empty(B, n, m)
         lib.kd_forward(_ptr(rows), _ptr(columns), *_parameters(ls, w, scale), B, n, m, int(symmetric),
                        _ptr(out), torch.get_num_threads())
@@ -210,8 +205,7 @@ class CpuKernels(FusedKernels):
         lib = self.library(x1.dtype)
         B, n, m = x1.size(0), x1.size(1), x2.size(1)
         F, S, threads = len(self.generated.used_features), self.generated.num_grad_slots, torch.get_num_threads()
-        rows = self._rows(x1)
-        columns = rows.transpose(-1, -2).contiguous() if symmetric else self._columns(x2)
+        rows, columns = self._operands(x1, x2, symmetric)
         grad = grad.to(x1.dtype)
         if symmetric:  # each upper pair (i < j) stands for both entries; the diagonal for itself
             grad = grad + grad.mT
@@ -224,7 +218,7 @@ class CpuKernels(FusedKernels):
         function = lib.kd_backward_x if with_x_grad else lib.kd_backward
         function(_ptr(rows), _ptr(columns), *_parameters(ls, w, scale), B, n, m, int(symmetric),
                  _ptr(grad), _ptr(gparam), _ptr(gxrow), _ptr(gxcol), threads)
-        g_ls, g_w, g_scale = self._split(gparam.view(B, n, S).sum(1))
+        g_ls, g_w, g_scale = self.split_gradients(gparam.view(B, n, S).sum(1))
         if not with_x_grad:
             return g_ls, g_w, g_scale, None, None
         gx2 = gxcol.sum(0).transpose(-1, -2)
@@ -243,16 +237,12 @@ class CpuKernels(FusedKernels):
         first, second, grad = self._columns(x1), self._columns(x2), grad.to(x1.dtype).contiguous()
         function(_ptr(first), _ptr(second), *_parameters(ls, w, scale), B, n, _ptr(grad), _ptr(gparam), _ptr(gx),
                  torch.get_num_threads())
-        g_ls, g_w, g_scale = self._split(gparam.view(B, chunks, S).sum(1))
+        g_ls, g_w, g_scale = self.split_gradients(gparam.view(B, chunks, S).sum(1))
         if not with_x_grad:
             return g_ls, g_w, g_scale, None, None
         gx1 = gx.transpose(-1, -2)
         return g_ls, g_w, g_scale, gx1, -gx1
 
-    def _split(self, g: torch.Tensor):
-        """[B, P + W + 1] -> (lengthscales [B, P], weights [B, W], outputscale [B])."""
-        P = self.generated.num_lengthscales
-        return g[:, :P], g[:, P:-1], g[:, -1]
 
 
 def _parameters(ls: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> tuple[int, int, int]:

@@ -57,6 +57,7 @@ class FusedKernels:
     def __init__(self, ir: KernelIR, generated: GeneratedSource):
         self.ir = ir
         self.generated = generated
+        self._used: dict[str, torch.Tensor] = {}
 
     @property
     def source(self) -> str:
@@ -69,7 +70,16 @@ class FusedKernels:
         return type(self).lookup, (self.ir,)
 
     def used_features(self, device: torch.device) -> torch.Tensor:
-        raise NotImplementedError
+        """Column indices of the features the kernel uses, on ``device`` (copied there once)."""
+        key = str(device)
+        if key not in self._used:
+            self._used[key] = torch.tensor(self.generated.used_features, dtype=torch.long, device=device)
+        return self._used[key]
+
+    def split_gradients(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Summed parameter gradients ``[B, P + W + 1]`` -> (lengthscales [B, P], weights [B, W], outputscale [B])."""
+        P = self.generated.num_lengthscales
+        return g[:, :P], g[:, P:-1], g[:, -1]
 
     def forward(self, x1, x2, ls, w, scale, symmetric: bool, config: Any) -> torch.Tensor:
         raise NotImplementedError
@@ -126,6 +136,15 @@ class FusedKernelFunction(torch.autograd.Function):
         return None, None, None, gx1, gx2, g_ls, g_w, g_s
 
 
+FUSED_DTYPES = (torch.float32, torch.float64)
+"""What the fused kernels compute in."""
+
+
+def compute_dtype(module: FlatParameterKernel, x1: torch.Tensor, x2: torch.Tensor) -> torch.dtype:
+    """The dtype of K: the inputs' and the hyperparameters' promoted."""
+    return torch.promote_types(torch.promote_types(x1.dtype, x2.dtype), module.raw_lengthscale.dtype)
+
+
 def fused_forward(module: FlatParameterKernel, kernels: FusedKernels, config: Any,
                   x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> torch.Tensor:
     """``module``'s kernel matrix (or diagonal) computed by the fused ``kernels``, with gpytorch batching.
@@ -134,8 +153,8 @@ def fused_forward(module: FlatParameterKernel, kernels: FusedKernels, config: An
     Inputs must already have passed ``check_inputs``.
     """
     symmetric = x1 is x2 and not diag  # the diag path is cheap; no symmetric special case
-    dtype = torch.promote_types(torch.promote_types(x1.dtype, x2.dtype), module.raw_lengthscale.dtype)
-    if dtype not in (torch.float32, torch.float64):
+    dtype = compute_dtype(module, x1, x2)
+    if dtype not in FUSED_DTYPES:
         raise KernelError(f"the {kernels.backend} backend computes in float32 or float64, not {dtype}")
     if x1.device != x2.device:
         raise KernelError(f"x1 and x2 must be on one device, got {x1.device} and {x2.device}")

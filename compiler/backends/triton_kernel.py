@@ -107,7 +107,6 @@ class CompiledKernels(FusedKernels):
         self.interpret = interpret
         self.blocks = BlockConfig.default(interpret)
         self._tiles: dict[tuple, torch.Tensor] = {}
-        self._used: dict[str, torch.Tensor] = {}
 
     def _tile_table(self, row_blocks: int, col_blocks: int, symmetric: bool, device) -> torch.Tensor:
         """(row block, column block) of every program; only j >= i when symmetric."""
@@ -119,13 +118,6 @@ class CompiledKernels(FusedKernels):
                 table = table[table[:, 1] >= table[:, 0]]
             self._tiles[key] = table.contiguous().to(device)
         return self._tiles[key]
-
-    def used_features(self, device) -> torch.Tensor:
-        """Column indices of the features the kernel uses, on ``device`` (copied there once)."""
-        key = str(device)
-        if key not in self._used:
-            self._used[key] = torch.tensor(self.generated.used_features, dtype=torch.long, device=device)
-        return self._used[key]
 
     def _common_args(self, x1, x2, ls, w, scale):
         return (*x1.stride(), *x2.stride(), ls.stride(0), ls.stride(1) if ls.dim() > 1 else 1,
@@ -180,7 +172,7 @@ class CompiledKernels(FusedKernels):
             x1, x2, ls, w, scale, tiles, n, m, *self._common_args(x1, x2, ls, w, scale),
             grad, *grad.stride(), gparam, gx1, *gx1_strides, gx2, *gx2_strides,
             BLOCK_M=bm, BLOCK_N=bn, SYMMETRIC=symmetric, WITH_X_GRAD=with_x_grad, num_warps=blocks.num_warps)
-        g_ls, g_w, g_scale = self._split(gparam.sum(1))
+        g_ls, g_w, g_scale = self.split_gradients(gparam.sum(1))
         if not with_x_grad:
             return g_ls, g_w, g_scale, None, None
         if symmetric:
@@ -200,13 +192,9 @@ class CompiledKernels(FusedKernels):
             x1, x2, ls, w, scale, n, *self._common_args(x1, x2, ls, w, scale),
             grad, *grad.stride(), gparam, gx1, gx2,
             BLOCK_M=blocks.block_diag, WITH_X_GRAD=with_x_grad, num_warps=blocks.num_warps)
-        g_ls, g_w, g_scale = self._split(gparam.sum(1))
+        g_ls, g_w, g_scale = self.split_gradients(gparam.sum(1))
         return (g_ls, g_w, g_scale) + ((gx1, gx2) if with_x_grad else (None, None))
 
-    def _split(self, g: torch.Tensor):
-        """[B, P + W + 1] -> (lengthscales [B, P], weights [B, W], outputscale [B])."""
-        P = self.generated.num_lengthscales
-        return g[:, :P], g[:, P:-1], g[:, -1]
 
 
 def _cdiv(a: int, b: int) -> int:
