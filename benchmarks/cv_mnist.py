@@ -48,7 +48,7 @@ DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "mnist1_sweep.jsonl"
 DEFAULT_PLOT = REPO_ROOT / "benchmarks" / "cv_mnist.png"
 MODELS = ("hands_on", "botorch_default", "botorch_mixed", "plain_matern", "hands_on_gamma36", "hands_on_ln_term",
           "hands_on_ln_product", "hands_on_os1", "hands_on_noise", "hands_on_ln_term_os1", "hands_on_ln_term_noise", "hands_on_ln_term_r3",
-          "hands_on_gamma36_r3", "catchall_ln_term", "mixed_like_ln_term")
+          "hands_on_gamma36_r3", "catchall_ln_term", "mixed_like_ln_term", "raw_hands_on", "raw_hands_on_ln_term")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,6 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="evaluate K random folds per cell instead of all n (default: all)")
     parser.add_argument("--chunk-size", type=int, default=None, metavar="K",
                         help="folds per batched model (default: all folds in one model)")
+    parser.add_argument("--backend", default="auto",
+                        help="kernel backend of the kernel-language models (default: %(default)s; the fused `cpu` "
+                             "kernels are faster at every n when a C compiler works, `auto` uses them from 2**16 "
+                             "kernel entries)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and BLAS (default: %(default)s)")
     parser.add_argument("--plot", default=str(DEFAULT_PLOT), help="PNG to write (default: %(default)s); '' for none")
     parser.add_argument("--raw", default="", help="append per-(model, n, seed) results to this JSON-lines file")
@@ -97,12 +101,18 @@ def limit_threads(threads: int) -> None:
 
 
 def _variants(mnist) -> dict:
-    """Hands-on variants (priors, restarts, kernels) by name: ``name -> (source, options, restarts, what)``."""
+    """Hands-on variants (priors, restarts, kernels) by name: ``name -> (source, options, restarts, what)``.
+
+    ``options`` go to ``KernelGP``; ``feature_chain`` among them replaces the example's feature chain.
+    """
     from gpytorch.priors import GammaPrior, LogNormalPrior
 
     from kerneldsl.compiler.priors import DimensionScaledLogNormal
+    from kerneldsl.model import default_feature_chain
 
     ln_term = {"lengthscale_prior": DimensionScaledLogNormal("term")}
+    raw = {"feature_chain": default_feature_chain(mnist.space)}
+    raw_source = (REPO_ROOT / "examples" / "variants" / "mnist_raw_hands_on.kernel").read_text()
     return {
         "hands_on": (mnist.HANDS_ON_KERNEL, {}, 0, "the example kernel with kerneldsl's default priors"),
         "hands_on_gamma36": (mnist.HANDS_ON_KERNEL, {"lengthscale_prior": GammaPrior(3.0, 6.0)}, 0,
@@ -122,13 +132,15 @@ def _variants(mnist) -> dict:
                              "the example plus a catch-all matern52 over all features (own weight), ln_term"),
         "mixed_like_ln_term": ((REPO_ROOT / "examples" / "variants" / "mnist_mixed_like.kernel").read_text(), ln_term,
                                0, "MixedSingleTaskGP's structure on the features (examples/variants), ln_term"),
+        "raw_hands_on": (raw_source, raw, 0, "the example's structure on the 22 raw search coordinates"),
+        "raw_hands_on_ln_term": (raw_source, {**raw, **ln_term}, 0, "raw_hands_on with ln_term"),
         "hands_on_ln_term_r3": (mnist.HANDS_ON_KERNEL, ln_term, 3, "ln_term, 3 restarts from prior draws"),
         "hands_on_gamma36_r3": (mnist.HANDS_ON_KERNEL, {"lengthscale_prior": GammaPrior(3.0, 6.0)}, 3,
                                 "Gamma(3, 6), 3 restarts from prior draws"),
     }
 
 
-def candidates(mnist, names: list[str]) -> list:
+def candidates(mnist, names: list[str], backend: str = "auto") -> list:
     """The ``kerneldsl.evaluation.compare.Candidate`` of every requested model; all take search coordinates."""
     from kerneldsl.evaluation.compare import BASELINES, Candidate, baseline
     from kerneldsl.model import KernelGP
@@ -137,14 +149,14 @@ def candidates(mnist, names: list[str]) -> list:
     out = []
     for name in names:
         if name in BASELINES:
-            out.append(Candidate(name, baseline(name, mnist.space, mnist.feature_chain)))
+            out.append(Candidate(name, baseline(name, mnist.space, mnist.feature_chain, backend=backend)))
             continue
         if name.endswith(".kernel"):
             source, options, restarts = Path(name).read_text(), {}, 0
         else:
             source, options, restarts, _ = variants[name]
-        out.append(Candidate(Path(name).stem, KernelGP(source, mnist.feature_chain, **options),
-                             restarts))
+        options = {"feature_chain": mnist.feature_chain, "backend": backend, **options}
+        out.append(Candidate(Path(name).stem, KernelGP(source, **options), restarts))
     return out
 
 
@@ -183,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         from kerneldsl.evaluation.cv import CrossValidationError
 
         try:
-            records = cmp.compare(candidates(mnist, args.models), X, Y, args.n, range(args.seeds),
+            records = cmp.compare(candidates(mnist, args.models, args.backend), X, Y, args.n, range(args.seeds),
                                   held_out=args.held_out, chunk_size=args.chunk_size, raw=args.raw or None,
                                   resume=args.resume)
         except CrossValidationError as err:
