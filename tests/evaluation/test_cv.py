@@ -262,7 +262,7 @@ def test_cli_runs_on_the_mnist_sweep(capsys, tmp_path):
 def test_benchmark_json_output_on_a_tiny_run(tmp_path):
     """Format check only: 10 trials, 3 held-out folds, one seed, the fast models (botorch_mixed: test_compare)."""
     command = [sys.executable, str(REPO / "benchmarks" / "cv_mnist.py"), "--data", str(SWEEP), "--n", "10",
-               "--seeds", "1", "--held-out", "3", "--models", "hands_on,botorch_default,plain_matern", "--plot", str(tmp_path / "cv.png"), "--json",
+               "--seeds", "1", "--held-out", "3", "--models", "optimizer_shared,botorch_default,plain_matern", "--plot", str(tmp_path / "cv.png"), "--json",
                "--raw", str(tmp_path / "raw.jsonl")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -270,12 +270,12 @@ def test_benchmark_json_output_on_a_tiny_run(tmp_path):
     assert len((tmp_path / "raw.jsonl").read_text().splitlines()) == 3
     assert "| botorch_default | 10 | 1 |" in done.stdout  # the table paired by seed
     keys = {"model", "n", "mlpd", "mean_density", "rmse", "mae", "coverage95", "fit_seconds"}
-    assert [r["model"] for r in rows] == ["hands_on", "botorch_default", "plain_matern"]
+    assert [r["model"] for r in rows] == ["optimizer_shared", "botorch_default", "plain_matern"]
     for r in rows:
         assert set(r) == keys and r["n"] == 10
         assert all(isinstance(r[k], float) and math.isfinite(r[k]) for k in keys - {"model", "n"})
     assert (tmp_path / "cv.png").stat().st_size > 0
-    assert "| hands_on | 10 | 3 | 1 |" in done.stdout
+    assert "| optimizer_shared | 10 | 3 | 1 |" in done.stdout
 
     report = subprocess.run(command + ["--report-only"], capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr
