@@ -176,8 +176,8 @@ def candidates(mnist, names: list[str], backend: str = "auto") -> list:
     variants = _variants(mnist)
     unknown = [m for m in names if m not in BASELINES and m not in variants and not m.endswith(".kernel")]
     if unknown:
-        raise CrossValidationError(f"--models: unknown {unknown}; choose from {', '.join([*BASELINES, *variants])} "
-                         "or give .kernel files")
+        choices = ", ".join([*BASELINES, *variants])
+        raise CrossValidationError(f"--models: unknown {unknown}; choose from {choices} or give .kernel files")
     out = []
     for name in names:
         if name in BASELINES:
