@@ -111,7 +111,7 @@ def mnist_like_ir() -> KernelIR:
 
 
 HANDS_ON_SOURCE = REPO_ROOT / "examples" / "variants" / "mnist_regime_optimizer.kernel"
-"""The hands-on MNIST kernel every table of ``benchmarks/RESULTS.md`` was measured on (26 features,
+"""The kernel of every hands-on MNIST table of ``benchmarks/RESULTS.md`` (26 features,
 25 base terms): the example kernel until 2026-11-30, kept so that the tables can be rerun."""
 
 
