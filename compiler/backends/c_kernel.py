@@ -172,13 +172,17 @@ class CpuKernels(FusedKernels):
                           hint="use backend='torch', or set CC to a working C compiler")
 
     # --- the FusedKernels protocol -----------------------------------------------------
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, n, d]`` -> its used features ``[B, n, F]``."""
+        return x.index_select(-1, self.used_features(x.device)).contiguous()
+
     def _columns(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, n, d]`` -> its used features, feature-major ``[B, F, n]``."""
-        return x.index_select(-1, self.used_features(x.device)).transpose(-1, -2).contiguous()
+        return self._rows(x).transpose(-1, -2).contiguous()
 
     def _operands(self, x1: torch.Tensor, x2: torch.Tensor, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The rows ``[B, n, F]`` and feature-major columns ``[B, F, m]`` that ``kd_forward``/``kd_backward`` read."""
-        rows = x1.index_select(-1, self.used_features(x1.device)).contiguous()
+        rows = self._rows(x1)
         return rows, rows.transpose(-1, -2).contiguous() if symmetric else self._columns(x2)
 
     def forward(self, x1, x2, ls, w, scale, symmetric: bool, config=None) -> torch.Tensor:
@@ -242,7 +246,6 @@ class CpuKernels(FusedKernels):
             return g_ls, g_w, g_scale, None, None
         gx1 = gx.transpose(-1, -2)
         return g_ls, g_w, g_scale, gx1, -gx1
-
 
 
 def _parameters(ls: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> tuple[int, int, int]:

@@ -196,7 +196,6 @@ class CompiledKernels(FusedKernels):
         return (g_ls, g_w, g_scale) + ((gx1, gx2) if with_x_grad else (None, None))
 
 
-
 def _cdiv(a: int, b: int) -> int:
     return max(1, -(-a // b))
 
