@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .parameters import Choice, Int
-from .space import Space, _NeedKey
+from .protocol import SearchSpace
 
 __all__ = ["Combination", "choice_combinations"]
 
@@ -35,26 +35,16 @@ class Combination:
     undetermined: tuple[int, ...] = ()
     """Columns whose activity depends on free parameters (conditions reading an Int or Scalar)."""
 
-    def free(self, space: Space) -> list[int]:
+    def free(self, space: SearchSpace) -> list[int]:
         """Columns left to optimise in this combination."""
         return [i for i in range(space.dim) if i not in self.fixed]
 
-    def free_ints(self, space: Space) -> list[int]:
+    def free_ints(self, space: SearchSpace) -> list[int]:
         """Columns of the ``Int`` parameters left to optimise in this combination."""
         return [i for i in self.free(space) if isinstance(space.parameters[i], Int)]
 
 
-def _activity(space: Space, i: int, chosen: dict[str, Any], known: set[str]) -> bool | None:
-    """Whether parameter ``i`` is active given the decided parameters (None: it depends on a free one)."""
-    if space.parameters[i].condition is None:
-        return True
-    try:
-        return space._evaluate(i, chosen, known, "enumerating choice combinations", None)
-    except _NeedKey:
-        return None
-
-
-def choice_combinations(space: Space, limit: int | None = None) -> list[Combination] | None:
+def choice_combinations(space: SearchSpace, limit: int | None = None) -> list[Combination] | None:
     """Every active combination of the choices of ``space``, in parameter order; None if there are more than ``limit``.
 
     A space without choices has one combination (nothing fixed but the parameters that are
@@ -70,7 +60,7 @@ def choice_combinations(space: Space, limit: int | None = None) -> list[Combinat
                                    undetermined))
             return limit is None or len(out) <= limit
         p = space.parameters[i]
-        active = _activity(space, i, chosen, set(known))
+        active = space.parameter_active(i, chosen, set(known), "enumerating choice combinations")
         more = undetermined + ((i,) if active is None else ())
         if active is False:
             return walk(i + 1, chosen, known | {p.name}, {**fixed, i: p.default_search}, more)

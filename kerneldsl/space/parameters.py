@@ -44,7 +44,8 @@ class ConfigError(SpaceError):
     """A user config (or search tensor) does not fit the space."""
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is a real number (``bool`` is not)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
@@ -91,7 +92,7 @@ class _Numeric(Parameter):
         self._check_name()
         for side in ("lower", "upper"):
             value = getattr(self, side)
-            if not _is_number(value) or not math.isfinite(value):
+            if not is_number(value) or not math.isfinite(value):
                 raise SpaceError(f"parameter {self.name!r}: {side} bound must be a finite number, got {value!r}")
         if not self.lower < self.upper:
             raise SpaceError(f"parameter {self.name!r}: lower bound {self.lower!r} must be below upper bound {self.upper!r}")
@@ -117,7 +118,7 @@ class _Numeric(Parameter):
         return math.log(value) if self.log else float(value)
 
     def _checked_number(self, value: Any, where: str, clip: bool) -> float:
-        if not _is_number(value):
+        if not is_number(value):
             raise ConfigError(f"{where}: parameter {self.name!r} = {value!r} is not a number")
         number = float(value)
         if math.isnan(number):
@@ -157,7 +158,7 @@ class Int(_Numeric):
     def __post_init__(self) -> None:
         for side in ("lower", "upper"):
             value = getattr(self, side)
-            if _is_number(value) and math.isfinite(value) and not float(value).is_integer():
+            if is_number(value) and math.isfinite(value) and not float(value).is_integer():
                 raise SpaceError(f"parameter {self.name!r}: {side} bound of an Int must be an integer, got {value!r}")
         super().__post_init__()
 

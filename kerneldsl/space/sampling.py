@@ -7,6 +7,9 @@ constraints. Rejection is bounded: too small a feasible fraction is a clear erro
 `balanced_sample` is the initial design of a study: the space's branches (active
 combinations of its choices) take turns, so every choice value is seen as soon as the
 number of points allows, and each branch gets its own Sobol draw.
+
+These functions take any `kerneldsl.space.protocol.SearchSpace` (a ``Space``); ``Space.sample``
+calls `sample`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from torch.quasirandom import SobolEngine
 
 from .combinations import Combination, choice_combinations
 from .parameters import Choice, ConfigError, SpaceError
-from .space import Space
+from .protocol import SearchSpace
 
 _BATCH = 1024
 MAX_BRANCHES = 64
@@ -33,7 +36,7 @@ class SamplingError(SpaceError):
 
 
 def sample(
-    space: Space,
+    space: SearchSpace,
     n: int,
     seed: int | None = 0,
     method: str = "sobol",
@@ -87,7 +90,7 @@ def sample(
 
 
 def initial_design(
-    space: Space,
+    space: SearchSpace,
     n: int,
     configs: Sequence[Mapping[str, Any]] = (),
     seed: int | None = 0,
@@ -105,7 +108,7 @@ def initial_design(
 
 
 def balanced_sample(
-    space: Space,
+    space: SearchSpace,
     n: int,
     seed: int | None = 0,
     method: str = "sobol",
@@ -143,7 +146,7 @@ def _branch_seed(seed: int | None, branch: int) -> int | None:
     return None if seed is None else seed + branch
 
 
-def _covering_order(space: Space, branches: list[Combination], seed: int | None) -> list[int]:
+def _covering_order(space: SearchSpace, branches: list[Combination], seed: int | None) -> list[int]:
     """Branch indices, greedily ordered so that each adds the most unseen (choice, value) pairs (ties: seeded)."""
     def pairs(b: int) -> set[tuple[int, float]]:
         return {(space.index(name), branches[b].fixed[space.index(name)]) for name in branches[b].values}
@@ -164,7 +167,7 @@ def _covering_order(space: Space, branches: list[Combination], seed: int | None)
     return order
 
 
-def _stratify_choices(space: Space, X: Tensor, seed: int | None) -> Tensor:
+def _stratify_choices(space: SearchSpace, X: Tensor, seed: int | None) -> Tensor:
     """``X`` with each choice, in parameter order, balanced over the rows where it is active: every block of
     ``k`` such rows holds each of its ``k`` values once, in a seeded order per block (so choices do not move in step).
 

@@ -12,45 +12,20 @@ import itertools
 import math
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .parameters import Choice, ConfigError, Int, Parameter, SpaceError, _is_number
+from .constraints import LinearConstraint
+from .parameters import Choice, ConfigError, Int, Parameter, SpaceError
 from .rounding import DiscreteLayout, RoundingMethod, SpaceRounding, round_search
+from .sampling import sample
+
+__all__ = ["Space", "LinearConstraint"]
 
 _MAX_PROBE_PRODUCT = 256
 _RANDOM_PROBES = 16
-
-
-@dataclass(frozen=True)
-class LinearConstraint:
-    """``sum(coefficient * coordinate) <= bound`` over named search coordinates.
-
-    Coordinates are named as in ``Space.coordinate_names``: ``log_<name>`` for parameters
-    searched in log space (the coordinate is then the natural log of the value).
-    """
-
-    coefficients: Mapping[str, float]
-    bound: float
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.coefficients, Mapping) or not self.coefficients:
-            raise SpaceError(f"LinearConstraint needs a non-empty dict of coefficients, got {self.coefficients!r}")
-        for name, coef in self.coefficients.items():
-            if not _is_number(coef) or not math.isfinite(coef):
-                raise SpaceError(f"LinearConstraint: coefficient of {name!r} must be a finite number, got {coef!r}")
-        if all(coef == 0 for coef in self.coefficients.values()):
-            raise SpaceError(f"LinearConstraint {dict(self.coefficients)!r}: all coefficients are zero")
-        if not _is_number(self.bound) or not math.isfinite(self.bound):
-            raise SpaceError(f"LinearConstraint: bound must be a finite number, got {self.bound!r}")
-        object.__setattr__(self, "coefficients", dict(self.coefficients))
-
-    def __str__(self) -> str:
-        terms = " + ".join(f"{coef:g}*{name}" for name, coef in self.coefficients.items())
-        return f"{terms} <= {self.bound:g}"
 
 
 class _NeedKey(Exception):
@@ -64,18 +39,20 @@ class _NeedKey(Exception):
 class _ConditionView(Mapping):
     """The read-only config a condition sees: the active values of earlier parameters."""
 
-    def __init__(self, space: Space, owner: int, values: Mapping[str, Any], known: set[str], reads: set[str] | None):
-        self._space, self._owner, self._values, self._known, self._reads = space, owner, values, known, reads
+    def __init__(self, parameters: Sequence[Parameter], positions: Mapping[str, int], owner: int,
+                 values: Mapping[str, Any], known: set[str], reads: set[str] | None):
+        self._parameters, self._positions, self._owner = parameters, positions, owner
+        self._values, self._known, self._reads = values, known, reads
 
     def __getitem__(self, key: Any) -> Any:
         if self._reads is not None and isinstance(key, str):
             self._reads.add(key)
         if key in self._values:
             return self._values[key]
-        owner = self._space.parameters[self._owner].name
-        index = self._space._index.get(key) if isinstance(key, str) else None
+        owner = self._parameters[self._owner].name
+        index = self._positions.get(key) if isinstance(key, str) else None
         if index is None:
-            earlier = [p.name for p in self._space.parameters[: self._owner]]
+            earlier = [p.name for p in self._parameters[: self._owner]]
             raise SpaceError(
                 f"condition of parameter {owner!r} reads unknown name {key!r}; parameters declared before it: {earlier}"
             )
@@ -90,7 +67,7 @@ class _ConditionView(Mapping):
         raise KeyError(key)  # an earlier parameter that is inactive here
 
     def __iter__(self) -> Iterator[str]:
-        if any(p.name not in self._known for p in self._space.parameters[: self._owner]):
+        if any(p.name not in self._known for p in self._parameters[: self._owner]):
             raise _NeedKey(None)
         return iter(self._values)
 
@@ -150,9 +127,15 @@ class Space:
         if self._conditional:
             self._probe_conditions()
 
+    @property
+    def conditional(self) -> bool:
+        """Whether any parameter has a condition (otherwise every parameter is always active)."""
+        return self._conditional
+
     # ----------------------------------------------------------------- description
     @property
     def names(self) -> tuple[str, ...]:
+        """Parameter names, in column order."""
         return tuple(p.name for p in self.parameters)
 
     @property
@@ -162,6 +145,7 @@ class Space:
 
     @property
     def dim(self) -> int:
+        """Number of search coordinates (one per parameter)."""
         return len(self.parameters)
 
     def __len__(self) -> int:
@@ -259,7 +243,7 @@ class Space:
 
     def feasible(self, X: Tensor, tol: float = 1e-8) -> Tensor:
         """Boolean ``[...]``: which rows of ``X`` (``[..., d]``) satisfy every linear constraint."""
-        X = self._check_width(X)
+        X = self.check_width(X)
         ok = torch.ones(X.shape[:-1], dtype=torch.bool, device=X.device)
         for c in self.constraints:
             ok &= self._satisfies(c, X, tol)
@@ -267,7 +251,7 @@ class Space:
 
     def violated_constraints(self, x: Tensor, tol: float = 1e-8) -> list[LinearConstraint]:
         """The constraints that one search point ``x`` (``[d]``) violates."""
-        x = self._check_width(x)
+        x = self.check_width(x)
         return [c for c in self.constraints if not bool(self._satisfies(c, x, tol).all())]
 
     def _satisfies(self, c: LinearConstraint, X: Tensor, tol: float) -> Tensor:
@@ -275,9 +259,31 @@ class Space:
         return lhs <= c.bound + tol * (1.0 + abs(c.bound))
 
     # ----------------------------------------------------------------- conditions
+    def parameter_active(self, index: int, chosen: Mapping[str, Any], known: set[str],
+                         where: str = "config") -> bool | None:
+        """Whether parameter ``index`` is active, deciding from what is known so far.
+
+        Args:
+            index: the parameter's column.
+            chosen: the values of the active parameters before it (inactive ones absent).
+            known: names of the parameters whose values are decided (``chosen`` holds the active ones).
+            where: what is being evaluated, for error messages.
+
+        Returns:
+            True or False, or None when its condition reads a parameter outside ``known``
+            (so activity depends on a value not decided yet). A condition that fails, or
+            reads an inactive parameter, raises ``SpaceError`` naming the parameter and ``where``.
+        """
+        if self.parameters[index].condition is None:
+            return True
+        try:
+            return self._evaluate(index, chosen, known, where, None)
+        except _NeedKey:
+            return None
+
     def _evaluate(self, owner: int, values: Mapping[str, Any], known: set[str], where: str, reads: set[str] | None) -> bool:
         p = self.parameters[owner]
-        view = _ConditionView(self, owner, values, known, reads)
+        view = _ConditionView(self.parameters, self._index, owner, values, known, reads)
         try:
             result = p.condition(view)
             return bool(result)
@@ -340,7 +346,7 @@ class Space:
         Conditions see the exactly rounded values; they are evaluated once per distinct
         combination of the parameters they read, so this stays cheap on large batches.
         """
-        X = self._check_width(X)
+        X = self.check_width(X)
         shape = X.shape[:-1] + (self.dim,)
         if not self._conditional:
             return torch.ones(shape, dtype=torch.bool, device=X.device)
@@ -413,7 +419,7 @@ class Space:
 
         Coordinates outside the bounds (beyond floating-point noise) are an error unless ``clip=True``.
         """
-        X = self._check_width(X)
+        X = self.check_width(X)
         if X.dim() != 2:
             raise ConfigError(f"to_configs takes a [n, {self.dim}] tensor, got shape {tuple(X.shape)}")
         X = X.detach().to(torch.float64)
@@ -438,12 +444,12 @@ class Space:
 
     def round(self, X: Tensor) -> Tensor:
         """Exact rounding: ints and choice indices to valid values, inactive parameters to their defaults."""
-        return self.deactivate(round_search(self._check_width(X), self.discrete_layout))
+        return self.deactivate(round_search(self.check_width(X), self.discrete_layout))
 
     def deactivate(self, X: Tensor) -> Tensor:
         """``X`` with every inactive parameter at its default (no rounding): differentiable in the active
         coordinates, so an acquisition evaluated on ``deactivate(X)`` sees each point as the config it stands for."""
-        X = self._check_width(X)
+        X = self.check_width(X)
         if not self._conditional:
             return X
         return torch.where(self.active_mask(X), X, self.defaults.to(X))
@@ -458,13 +464,11 @@ class Space:
 
     def sample(self, n: int, seed: int | None = 0, method: str = "sobol", **kwargs: Any) -> Tensor:
         """``n`` valid search points (conditions, rounding, constraints honoured); see ``kerneldsl.space.sampling.sample``."""
-        from .sampling import sample
-
         return sample(self, n, seed=seed, method=method, **kwargs)
 
     def from_unit(self, U: Tensor) -> Tensor:
         """Map points of the unit cube ``[..., d]`` to (unrounded) search points, equal mass per int and choice."""
-        U = self._check_width(U)
+        U = self.check_width(U)
         cols = []
         for j, p in enumerate(self.parameters):
             u = U[..., j]
@@ -477,7 +481,8 @@ class Space:
             cols.append(lo + u * (hi - lo))
         return torch.stack(cols, dim=-1)
 
-    def _check_width(self, X: Tensor) -> Tensor:
+    def check_width(self, X: Tensor) -> Tensor:
+        """``X`` itself if it is a tensor of search points ``[..., d]``; else a ``ConfigError`` naming the coordinates."""
         if not isinstance(X, Tensor):
             raise ConfigError(f"expected a torch tensor of search points, got {type(X).__name__}")
         if X.dim() < 1 or X.shape[-1] != self.dim:

@@ -380,9 +380,9 @@ class Chain(InputTransform):
 
     def transform(self, X: Tensor) -> Tensor:
         """Search points ``[..., d]`` -> features ``[..., m]``."""
-        X = self.space._check_width(X)
+        X = self.space.check_width(X)
         activity: dict[str, Tensor] = {}
-        if self.space._conditional:
+        if self.space.conditional:
             active = self.space.active_mask(X)
             X = torch.where(active, X, self.search_defaults.to(X))
             activity = {p.name: active[..., i] for i, p in enumerate(self.space.parameters) if p.condition is not None}
