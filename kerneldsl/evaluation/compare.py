@@ -24,11 +24,14 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
 from .cv import CrossValidationError, ModelFactory, cross_validate
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 METRICS = ("mlpd", "mean_density", "rmse", "mae", "coverage95", "fit_seconds")
 """The fields of ``CVMetrics`` that are reported, in table order."""
@@ -255,14 +258,16 @@ def folds_note(rows: Sequence[Mapping]) -> str:
     return "; ".join(parts) if parts else "every fold scored"
 
 
-def plot(rows: Sequence[Mapping], models: Sequence[str], path: str | os.PathLike, title: str = "") -> None:
-    """Every metric against n, one line per model (mean ± s.e. over seeds), written as a PNG."""
-    import matplotlib
+def plot(rows: Sequence[Mapping], models: Sequence[str], path: str | os.PathLike | None = None,
+         title: str = "") -> "Figure":
+    """Every metric against n, one line per model (mean ± s.e. over seeds); written as a PNG at ``path`` if given.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Returns the ``matplotlib.figure.Figure`` (built without pyplot: the caller's backend is left alone).
+    """
+    from matplotlib.figure import Figure
 
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    fig = Figure(figsize=(15, 8.5))
+    axes = fig.subplots(2, 3)
     for ax, metric in zip(axes.flat, METRICS):
         for i, model in enumerate(models):
             cell = sorted((r for r in rows if r["model"] == model), key=lambda r: r["n"])
@@ -281,8 +286,9 @@ def plot(rows: Sequence[Mapping], models: Sequence[str], path: str | os.PathLike
     fig.suptitle((title or "Leave-one-out cross-validation") + "; mean ± s.e. over seeds\n" + folds_note(rows),
                  fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
 
 
 def baseline(name: str, space, feature_chain=None, **kernel_options: Any) -> ModelFactory:

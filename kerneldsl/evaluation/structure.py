@@ -96,14 +96,12 @@ def plot_structure(kernel, path: str | os.PathLike | None = None, title: str | N
     """Draw a fitted kerneldsl kernel's tree, sum weights and per-feature lengthscales; save a PNG at ``path``.
 
     ``kernel``: a compiled kernel (``kd.compile``, or a model's ``covar_module``). For a batched
-    kernel, ``batch_index`` picks the element (default: the first). Returns the matplotlib figure.
+    kernel, ``batch_index`` picks the element (default: the first). Returns the
+    ``matplotlib.figure.Figure``, built without pyplot: the caller's backend is left alone
+    (in a notebook the returned figure displays itself; ``fig.savefig`` writes it anywhere).
     """
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib import colors
+    from matplotlib.figure import Figure
 
     ir: KernelIR | None = getattr(kernel, "ir", None)
     if not isinstance(ir, KernelIR):
@@ -123,7 +121,7 @@ def plot_structure(kernel, path: str | os.PathLike | None = None, title: str | N
     n_rows = max(r.y for r in rows) + 1
     depth = max(r.depth for r in rows) + 1
 
-    fig = plt.figure(figsize=(6 + 2.2 * depth + 0.32 * len(used), 1.5 + 0.36 * n_rows))
+    fig = Figure(figsize=(6 + 2.2 * depth + 0.32 * len(used), 1.5 + 0.36 * n_rows))
     grid = fig.add_gridspec(1, 2, width_ratios=[2.2 * depth + 3, 0.32 * len(used) + 1.2], wspace=0.02)
     tree, heat = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
 
@@ -183,5 +181,4 @@ def plot_structure(kernel, path: str | os.PathLike | None = None, title: str | N
                  fontsize=11)
     if path is not None:
         fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
     return fig

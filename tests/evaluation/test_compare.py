@@ -140,3 +140,17 @@ def test_cli_rejects_subset_sizes_outside_the_trials(toy_files, capsys, n):
             "--kernel", str(path / "toy.kernel"), "--n", n]
     assert cli_main(args) == 1
     assert "between 3 and the 8 trials with the target" in capsys.readouterr().err
+
+
+def test_plot_is_a_figure_and_leaves_the_callers_backend_alone(tmp_path, monkeypatch):
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    monkeypatch.setitem(matplotlib.rcParams, "backend", "svg")
+    records = [{"model": m, "n": n, "seed": s, "folds": n, **{k: 1.0 + s + (m == "b") for k in cmp.METRICS}}
+               for m in ("a", "b") for n in (4, 8) for s in (0, 1)]
+    rows = cmp.summarise(records, ["a", "b"], [4, 8])
+    fig = cmp.plot(rows, ["a", "b"], tmp_path / "cv.png", "toy")
+    assert isinstance(fig, Figure) and len(fig.axes) == len(cmp.METRICS)
+    assert (tmp_path / "cv.png").stat().st_size > 10_000
+    assert matplotlib.get_backend() == "svg"

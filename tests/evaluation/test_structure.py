@@ -81,3 +81,15 @@ def test_fit_command_prints_the_kernel_and_draws_it(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "fitted on 10 trials with 'loss'" in out and "matern52(a=" in out and "categorical(c_x=" in out
     assert plot.stat().st_size > 10_000
+
+
+def test_picture_is_a_figure_and_leaves_the_callers_backend_alone(tmp_path, monkeypatch):
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    monkeypatch.setitem(matplotlib.rcParams, "backend", "svg")
+    kernel = kd.compile(SOURCE, FEATURES, backend="torch")
+    fig = plot_structure(kernel, tmp_path / "s.png")
+    assert isinstance(fig, Figure) and (tmp_path / "s.png").stat().st_size > 10_000
+    assert plot_structure(kernel) is not fig  # without a path: only the figure
+    assert matplotlib.get_backend() == "svg"
