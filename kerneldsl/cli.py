@@ -12,47 +12,66 @@ from .compiler.errors import KernelError
 from .compiler.explain import explain, infer_features
 
 
-def _read_source(path: str, what: str) -> str | None:
-    """The text of ``path``, or None after printing why it cannot be read."""
+class InputError(Exception):
+    """A file named on the command line cannot be read (exit status 2)."""
+
+
+class OptionError(ValueError):
+    """An option's value cannot be used (exit status 1, like every other bad input)."""
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The errors that are the user's input, reported in one line (exit status 1) instead of a traceback."""
+    from .bench import BenchError
+    from .evaluation.cv import CrossValidationError
+    from .space.parameters import SpaceError
+
+    return KernelError, SpaceError, CrossValidationError, BenchError, OptionError
+
+
+def _read_source(path: str, what: str) -> str:
+    """The text of ``path``; an ``InputError`` saying why it cannot be read."""
     try:
         return Path(path).read_text()
     except OSError as err:
-        print(f"error: cannot read {what}{path}: {err.strerror}", file=sys.stderr)
-        return None
+        raise InputError(f"cannot read {what}{path}: {err.strerror}") from None
 
 
-def _explain(args: argparse.Namespace) -> int:
-    from .space.parameters import SpaceError
+def _names(text: str) -> list[str]:
+    """Comma-separated names (``--features a,b,c``), blanks dropped."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _int_list(text: str, option: str, positive: bool = False) -> list[int]:
+    """Comma-separated integers (``--n 40,80``); an ``OptionError`` naming ``option`` otherwise."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or (positive and min(values) < 1):
+        kind = "positive integers" if positive else "integers"
+        raise OptionError(f"{option} takes comma-separated {kind}, got {text!r}")
+    return values
+
+
+def _groups(specs: list[str] | None) -> dict[str, list[str]]:
+    """``--group NAME=a,b,c`` options as ``groups=``."""
+    groups = {}
+    for spec in specs or []:
+        name, _, members = spec.partition("=")
+        groups[name.strip()] = _names(members)
+    return groups
+
+
+def _features(args: argparse.Namespace) -> list[str] | None:
+    """The columns named by ``--features`` or by the ``feature_chain`` of ``--space-module`` (None: neither given)."""
     from .space_module import load_space_module
 
-    source = _read_source(args.source, "")
-    if source is None:
-        return 2
-    groups = {}
-    for spec in args.group or []:
-        name, _, members = spec.partition("=")
-        groups[name.strip()] = [m.strip() for m in members.split(",") if m.strip()]
-    try:
-        if args.features is not None:
-            features = [f.strip() for f in args.features.split(",") if f.strip()]
-        elif args.space_module is not None:
-            features = list(load_space_module(args.space_module).feature_chain.feature_names)
-        else:
-            features = infer_features(source, groups)
-            print(f"# features inferred from the names the source uses (set them with --features or "
-                  f"--space-module): {', '.join(features) or 'none'}\n")
-        print(explain(source, features, groups or None))
-    except (KernelError, SpaceError) as err:
-        print(f"{type(err).__name__}: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _int_list(text: str, option: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise SystemExit(f"error: {option} must be comma-separated integers, got {text!r}") from None
+    if getattr(args, "features", None) is not None:
+        return _names(args.features)
+    if getattr(args, "space_module", None) is not None:
+        return list(load_space_module(args.space_module).feature_chain.feature_names)
+    return None
 
 
 def _threads(threads: int) -> None:
@@ -62,8 +81,20 @@ def _threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def _explain(args: argparse.Namespace) -> int:
+    source = _read_source(args.source, "")
+    groups = _groups(args.group)
+    features = _features(args)
+    if features is None:
+        features = infer_features(source, groups)
+        print(f"# features inferred from the names the source uses (set them with --features or "
+              f"--space-module): {', '.join(features) or 'none'}\n")
+    print(explain(source, features, groups or None))
+    return 0
+
+
 def _target_data(args: argparse.Namespace):
-    """``(sweep, X, Y, keep, target name)`` of ``--data`` for ``--target``/``--output`` (log with ``--log``)."""
+    """``(space module, sweep, X, Y, keep, target name)`` of ``--data`` for ``--target``/``--output`` (log with ``--log``)."""
     from .evaluation.sweep import load_trials
     from .space_module import load_space_module
 
@@ -74,20 +105,17 @@ def _target_data(args: argparse.Namespace):
     return user, sweep, X, Y, keep, output
 
 
-def _candidates(specs: list[str], feature_chain, space, backend: str, restarts: int):
-    """One ``Candidate`` per ``--kernel``: a kernel file, or the name of a baseline."""
+def _candidates(specs: list[str], sources: dict[str, str], feature_chain, space, backend: str, restarts: int):
+    """One ``Candidate`` per ``--kernel``: a kernel file (its text in ``sources``), or the name of a baseline."""
     from .evaluation.compare import BASELINES, Candidate, baseline
     from .model import KernelGP
 
     out, names = [], set()
     for spec in specs:
-        if spec in BASELINES and not Path(spec).exists():
-            name, factory = spec, baseline(spec, space, feature_chain, backend=backend)
+        if spec in sources:
+            name, factory = Path(spec).stem, KernelGP(sources[spec], feature_chain, backend=backend)
         else:
-            source = _read_source(spec, "kernel file ")
-            if source is None:
-                return None
-            name, factory = Path(spec).stem, KernelGP(source, feature_chain, backend=backend)
+            name, factory = spec, baseline(spec, space, feature_chain, backend=backend)
         base, i = name, 2
         while name in names:
             name, i = f"{base}#{i}", i + 1
@@ -99,42 +127,36 @@ def _candidates(specs: list[str], feature_chain, space, backend: str, restarts: 
 def _cv(args: argparse.Namespace) -> int:
     from .evaluation import compare as cmp
     from .evaluation.cv import CrossValidationError, cross_validate
-    from .space.parameters import SpaceError
 
     _threads(args.threads)
-    if any(spec not in cmp.BASELINES and _read_source(spec, "kernel file ") is None for spec in args.kernel):
-        return 2
-    try:
-        user, sweep, X, Y, keep, output = _target_data(args)
-        candidates = _candidates(args.kernel, user.feature_chain, user.space, args.backend, args.restarts)
-        if candidates is None:
-            return 2
-        sizes = cmp.check_sizes(_int_list(args.n, "--n") if args.n else [len(X)], len(X))
-        if args.seeds < 1:
-            raise CrossValidationError(f"--seeds must be at least 1, got {args.seeds}")
-        seeds = range(args.seed, args.seed + args.seeds)
-        target = f"log({output})" if args.log else output
-        print(f"{args.data}: {len(sweep)} trials, {int(keep.sum())} with {output!r}; target {target}; "
-              f"leave-one-out on n = {', '.join(map(str, sizes))}, seeds {seeds.start}..{seeds.stop - 1}"
-              + (f", {args.held_out} random folds per cell" if args.held_out else ", every fold"))
-        if args.per_fold:
-            if len(sizes) != 1 or args.seeds != 1:
-                raise CrossValidationError("--per-fold needs one --n and one seed")
-            rows = keep.nonzero().squeeze(-1).tolist()
-            for c in candidates:
-                n = sizes[0]
-                result = cross_validate(c.factory, X, Y, n=n, seed=args.seed, chunk_size=args.chunk_size,
-                                        held_out=range(min(args.held_out, n)) if args.held_out else None,
-                                        restarts=c.restarts)
-                print(f"{c.name}:\n{'trial':>7} {'observed':>10} {'mean':>10} {'std':>10} {'log dens':>10} {'in 95%':>7}")
-                for f in result.folds():
-                    print(f"{sweep.trials[rows[f.index]]!s:>7} {f.observed:>10.4f} {f.mean:>10.4f} {f.std:>10.4f} "
-                          f"{f.log_density:>10.4f} {'yes' if f.covered95 else 'no':>7}")
-        records = cmp.compare(candidates, X, Y, sizes, seeds, held_out=args.held_out, chunk_size=args.chunk_size,
-                              raw=args.raw or None, resume=args.resume)
-    except (KernelError, SpaceError, CrossValidationError) as err:
-        print(f"{type(err).__name__}: {err}", file=sys.stderr)
-        return 1
+    sizes = _int_list(args.n, "--n") if args.n else None
+    if args.seeds < 1:
+        raise CrossValidationError(f"--seeds must be at least 1, got {args.seeds}")
+    sources = {spec: _read_source(spec, "kernel file ") for spec in args.kernel
+               if spec not in cmp.BASELINES or Path(spec).exists()}
+    user, sweep, X, Y, keep, output = _target_data(args)
+    candidates = _candidates(args.kernel, sources, user.feature_chain, user.space, args.backend, args.restarts)
+    sizes = cmp.check_sizes(sizes or [len(X)], len(X))
+    seeds = range(args.seed, args.seed + args.seeds)
+    target = f"log({output})" if args.log else output
+    print(f"{args.data}: {len(sweep)} trials, {int(keep.sum())} with {output!r}; target {target}; "
+          f"leave-one-out on n = {', '.join(map(str, sizes))}, seeds {seeds.start}..{seeds.stop - 1}"
+          + (f", {args.held_out} random folds per cell" if args.held_out else ", every fold"))
+    if args.per_fold:
+        if len(sizes) != 1 or args.seeds != 1:
+            raise CrossValidationError("--per-fold needs one --n and one seed")
+        rows = keep.nonzero().squeeze(-1).tolist()
+        for c in candidates:
+            n = sizes[0]
+            result = cross_validate(c.factory, X, Y, n=n, seed=args.seed, chunk_size=args.chunk_size,
+                                    held_out=range(min(args.held_out, n)) if args.held_out else None,
+                                    restarts=c.restarts)
+            print(f"{c.name}:\n{'trial':>7} {'observed':>10} {'mean':>10} {'std':>10} {'log dens':>10} {'in 95%':>7}")
+            for f in result.folds():
+                print(f"{sweep.trials[rows[f.index]]!s:>7} {f.observed:>10.4f} {f.mean:>10.4f} {f.std:>10.4f} "
+                      f"{f.log_density:>10.4f} {'yes' if f.covered95 else 'no':>7}")
+    records = cmp.compare(candidates, X, Y, sizes, seeds, held_out=args.held_out, chunk_size=args.chunk_size,
+                          raw=args.raw or None, resume=args.resume)
     names = [c.name for c in candidates]
     print(cmp.report(records, names, sizes, args.plot or None, f"Leave-one-out cross-validation, target {target}"))
     if args.plot:
@@ -143,27 +165,20 @@ def _cv(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    import torch
+
     from .evaluation.cv import CrossValidationError
-    from .model import KernelGP, fit_map
-    from .space.parameters import SpaceError
     from .evaluation.structure import plot_structure
+    from .model import KernelGP, fit_map
 
     _threads(args.threads)
     source = _read_source(args.kernel, "kernel file ")
-    if source is None:
-        return 2
-    try:
-        user, sweep, X, Y, keep, output = _target_data(args)
-        if len(X) < 2:
-            raise CrossValidationError(f"{args.data}: {len(X)} trials with {output!r}; a fit needs at least 2")
-        model = KernelGP(source, user.feature_chain, backend=args.backend)(X, Y)
-        import torch
-
-        torch.manual_seed(args.seed)
-        fit_map(model, restarts=args.restarts)
-    except (KernelError, SpaceError, CrossValidationError) as err:
-        print(f"{type(err).__name__}: {err}", file=sys.stderr)
-        return 1
+    user, sweep, X, Y, keep, output = _target_data(args)
+    if len(X) < 2:
+        raise CrossValidationError(f"{args.data}: {len(X)} trials with {output!r}; a fit needs at least 2")
+    model = KernelGP(source, user.feature_chain, backend=args.backend)(X, Y)
+    torch.manual_seed(args.seed)
+    fit_map(model, restarts=args.restarts)
     target = f"log({output})" if args.log else output
     print(f"{args.data}: fitted on {len(X)} trials with {output!r}; target {target} (standardised)")
     print(model.covar_module.describe())
@@ -177,45 +192,18 @@ def _fit(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     import json
 
-    from .bench import BenchError, bench
+    from .bench import bench
     from .compiler.lower import compile_ir
-    from .space.parameters import SpaceError
-    from .space_module import load_space_module
 
     source = _read_source(args.source, "kernel file ")
-    if source is None:
-        return 2
-    try:
-        import torch
-
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        if args.features is not None:
-            features = [f.strip() for f in args.features.split(",") if f.strip()]
-        else:
-            features = list(load_space_module(args.space_module).feature_chain.feature_names)
-        batches = _positive_ints(args.batch, "--batch")
-        backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-        result = bench(compile_ir(source, features), kernel=args.source, backends=backends, batches=batches,
-                       n=args.n, repeats=args.repeats, dtype=args.dtype, device=args.device,
-                       memory=not args.no_memory)
-    except (KernelError, SpaceError, BenchError) as err:
-        print(f"{type(err).__name__}: {err}", file=sys.stderr)
-        return 1
+    _threads(args.threads)
+    features = _features(args)
+    batches = _int_list(args.batch, "--batch", positive=True)
+    result = bench(compile_ir(source, features), kernel=args.source, backends=_names(args.backends),
+                   batches=batches, n=args.n, repeats=args.repeats, dtype=args.dtype, device=args.device,
+                   memory=not args.no_memory)
     print(json.dumps(result.to_json(), indent=2) if args.json else result.table())
     return 0
-
-
-def _positive_ints(text: str, option: str) -> list[int]:
-    from .bench import BenchError
-
-    try:
-        values = [int(part) for part in text.split(",")]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        raise BenchError(f"{option} takes comma-separated positive integers, got {text!r}")
-    return values
 
 
 BENCH_EPILOG = """Times, on random inputs (features uniform in [0, 1]) and random hyperparameters:
@@ -343,7 +331,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", default="", help="PNG of the kernel's tree, sum weights and lengthscales")
     p.set_defaults(run=_fit)
     args = parser.parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        if not isinstance(err, _user_errors()):
+            raise
+        print(f"{type(err).__name__}: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -67,3 +67,17 @@ def test_explain_reports_bad_options(tmp_path, capsys):
         main(["explain", str(HANDS_ON), "--features", "a", "--space-module", str(MNIST_SPACE)])
     assert info.value.code == 2
     assert "argument --space-module: not allowed with argument --features" in capsys.readouterr().err
+
+
+def test_every_command_reports_bad_input_in_one_line(tmp_path, capsys):
+    missing = tmp_path / "missing.kernel"
+    for argv in (["explain", missing], ["bench", missing, "--features", "a"],
+                 ["fit", "--data", missing, "--space-module", MNIST_SPACE, "--kernel", missing]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and err == f"error: cannot read {'kernel file ' * (argv[0] != 'explain')}{missing}: " \
+                                    "No such file or directory\n", argv
+    code, _, err = run(capsys, "cv", "--data", missing, "--space-module", MNIST_SPACE, "--kernel", HANDS_ON,
+                       "--n", "4,x")
+    assert code == 1 and err == "OptionError: --n takes comma-separated integers, got '4,x'\n"
+    code, _, err = run(capsys, "bench", HANDS_ON, "--space-module", MNIST_SPACE, "--batch", "0")
+    assert code == 1 and err == "OptionError: --batch takes comma-separated positive integers, got '0'\n"
