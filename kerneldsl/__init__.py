@@ -20,8 +20,9 @@ from .compiler.ir import KernelIR
 from .compiler.lower import compile_ir
 from .compiler.options import KernelOptions
 from .evaluation import CrossValidationError, Sweep, SweepError, cross_validate, kernel_model, load_sweep, loo_cv
-from .loop import (Budget, CostStopping, JournalError, Phase, Report, Study, StudyError, SyntheticTask, TickTockResult,
-                   Trial, TrialState, tick_tock)
+from .loop import (AcquisitionOptions, BaseProposer, Budget, CostStopping, History, JournalError, ModelOptions, Phase,
+                   Proposal, ProposalRequest, RandomProposer, Report, Schedule, Study, StudyError, SyntheticTask,
+                   TickTockProposer, TickTockResult, Trial, TrialState, tick_tock)
 from .model import KernelGP
 from .space import (Add, Chain, Choice, ConfigError, FeatureTransform, Int, LinearConstraint, Log, Mean, Multiply,
                     OneHot, PassThrough, RelativeToMean, SamplingError, Scalar, Space, SpaceError, Subtract,
@@ -37,4 +38,5 @@ __all__ = ["__version__", "compile", "build", "compile_ir", "KernelIR", "KernelO
            "Chain", "FeatureTransform", "Log", "Add", "Subtract", "Multiply", "Mean", "RelativeToMean",
            "OneHot", "PassThrough",
            "Study", "StudyError", "Trial", "TrialState", "Phase", "tick_tock", "TickTockResult", "SyntheticTask",
-           "JournalError", "CostStopping", "Budget", "Report"]
+           "JournalError", "CostStopping", "Budget", "Report", "Schedule", "ModelOptions", "AcquisitionOptions",
+           "BaseProposer", "ProposalRequest", "Proposal", "RandomProposer", "TickTockProposer", "History"]

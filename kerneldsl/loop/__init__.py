@@ -1,13 +1,20 @@
-"""The optimisation loop: trials, the study (ask/tell), phases and acquisition, trial runners, journal, results."""
+"""The optimisation loop: trials, the study (ask/tell), its options, the proposer protocol, phases and acquisition,
+trial runners and pools, the journal, results."""
 
 from .budget import Budget
+from .history import History
 from .journal import JournalError, read_journal
+from .options import AcquisitionOptions, ModelOptions, Schedule
+from .proposals import TickTockProposer
+from .proposer import BaseProposer, Proposal, ProposalRequest, RandomProposer
 from .results import TickTockResult
-from .study import Study, StudyError
+from .study import ReadOnlyStudy, Study, StudyError
 from .stopping import CostStopping
 from .synthetic import SyntheticTask
 from .tick_tock import tick_tock
 from .trial import Phase, Report, Trial, TrialState
 
-__all__ = ["Study", "StudyError", "Trial", "TrialState", "Phase", "tick_tock", "TickTockResult", "SyntheticTask",
-           "JournalError", "read_journal", "CostStopping", "Budget", "Report"]
+__all__ = ["Study", "StudyError", "ReadOnlyStudy", "Trial", "TrialState", "Phase", "tick_tock", "TickTockResult",
+           "SyntheticTask", "JournalError", "read_journal", "CostStopping", "Budget", "Report", "Schedule",
+           "ModelOptions", "AcquisitionOptions", "BaseProposer", "ProposalRequest", "Proposal", "RandomProposer",
+           "TickTockProposer", "History"]

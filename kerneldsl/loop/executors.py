@@ -5,8 +5,9 @@ executor, ``n_workers < 1``, something that is not an executor, an objective tha
 cannot be pickled, a script without ``if __name__ == "__main__":``) and wraps it in a
 `TrialPool`: `submit` a `TrialCall`, `wait` for the first of several to finish,
 `collect` a finished one as an `Outcome` (or as "run it again"), `cancel` one that
-timed out, `close`. The study's driver (`Study.optimize`) alone asks, tells and
-writes the journal; workers only run `TrialCall`, which turns everything the
+timed out, `close`; `report_channel` carries the reports of a reporting objective
+(`kerneldsl.loop.reporting`). The study's driver (`kerneldsl.loop.optimize`) alone asks,
+tells and writes the journal; workers only run `TrialCall`, which turns everything the
 objective does into an `Outcome` on the worker (`kerneldsl.loop.runner.call_objective`).
 
 What happens when things go wrong:
@@ -49,22 +50,25 @@ What happens when things go wrong:
 from __future__ import annotations
 
 import concurrent.futures as cf
+import multiprocessing
 import os
 import shutil
 import signal
 import tempfile
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from .runner import Outcome, TrialRunner, _describe_exception, call_objective, exit_reason, grace_of
+from .reporting import DaskChannel, LocalChannel, ReportChannel
+from .runner import Outcome, TrialRunner, call_objective, describe_exception, exit_reason, grace_of
 from .spawn import check_main_guard, check_picklable, worker_context
 from .trial import TrialState
 
-__all__ = ["TrialCall", "TrialPool", "trial_pool", "MAX_RERUNS"]
+__all__ = ["TrialCall", "TrialPool", "PoolSettings", "trial_pool", "MAX_RERUNS"]
 
 MAX_RERUNS = 2
 """How often a trial taken down by a broken process pool (not known to be the cause) runs again."""
@@ -99,18 +103,24 @@ def _probe() -> int:
     return os.getpid()
 
 
-class TrialPool:
+class TrialPool(ABC):
     """Where trials run: submit calls, wait for them, collect their outcomes."""
 
     kind = "executor"
     owns = False
 
+    def report_channel(self) -> ReportChannel | None:
+        """A new channel for the reports of trials run here; None when trials run in the driver's process while it
+        waits for them, where a trial's reporter calls the study itself."""
+        return LocalChannel()
+
     def deadline(self, call: TrialCall, submitted: float, timeout: float | None) -> float | None:
         """When (Unix time) the driver gives up on ``call``, submitted at ``submitted`` (None: never)."""
         return None if timeout is None else submitted + timeout
 
+    @abstractmethod
     def submit(self, call: TrialCall) -> Any:
-        raise NotImplementedError
+        """Start ``call``; returns its future (a `concurrent.futures.Future` or the executor's kind)."""
 
     def wait(self, futures: Iterable[Any], timeout: float | None) -> set:
         """The futures among ``futures`` that are done, waiting until one is or ``timeout`` seconds pass."""
@@ -121,7 +131,7 @@ class TrialPool:
         exc = future.exception()
         if exc is None:
             return future.result()
-        return Outcome(TrialState.FAILED, error=f"{self.kind} could not run the trial: {_describe_exception(exc)}")
+        return Outcome(TrialState.FAILED, error=f"{self.kind} could not run the trial: {describe_exception(exc)}")
 
     def cancel(self, future: Any, call: TrialCall) -> str:
         """Give up on a running trial that timed out; returns how (for its reason)."""
@@ -144,6 +154,9 @@ class _InProcess(TrialPool):
 
     def deadline(self, call: TrialCall, submitted: float, timeout: float | None) -> None:
         return None  # the runner enforces the timeout itself
+
+    def report_channel(self) -> ReportChannel | None:
+        return LocalChannel() if self.runner.isolation == "process" else None
 
     def submit(self, call: TrialCall) -> cf.Future:
         if self._waiter is not None:
@@ -180,13 +193,39 @@ class _Futures(TrialPool):
             self.executor.shutdown(wait=not interrupted, cancel_futures=True)
 
 
+@dataclass(frozen=True)
+class PoolSettings:
+    """What a process pool is made with, to make its replacement the same way."""
+
+    max_workers: int | None = None
+    mp_context: Any = None
+    initializer: Callable[..., Any] | None = None
+    initargs: tuple = ()
+
+    @classmethod
+    def of(cls, executor: cf.Executor) -> "PoolSettings":
+        """The settings of an executor the user made. `concurrent.futures` has no public accessor for them, so
+        this one place reads the executor's own attributes (pools kerneldsl makes record their settings)."""
+        return cls(getattr(executor, "_max_workers", None), getattr(executor, "_mp_context", None),
+                   getattr(executor, "_initializer", None), getattr(executor, "_initargs", ()))
+
+    def new_pool(self) -> cf.ProcessPoolExecutor:
+        return cf.ProcessPoolExecutor(max_workers=self.max_workers, mp_context=self.mp_context,
+                                      initializer=self.initializer, initargs=self.initargs)
+
+
 class _ProcessPool(_Futures):
     """A `ProcessPoolExecutor`: trials are stopped in the worker at their timeout, dead workers are told
-    from the trials they took down, and a broken pool is replaced."""
+    from the trials they took down, and a broken pool is replaced.
 
-    def __init__(self, executor: cf.ProcessPoolExecutor, owns: bool):
+    The driver keeps the `multiprocessing.Process` of every live child it sees (`multiprocessing.active_children`
+    after each submit and before each wait), so the exit code of a worker that died can be read."""
+
+    def __init__(self, executor: cf.ProcessPoolExecutor, settings: PoolSettings, owns: bool):
         super().__init__(executor, owns)
+        self.settings = settings
         self.marks = tempfile.mkdtemp(prefix="kerneldsl-trials-")
+        self._workers: dict[int, Any] = {}  # pid -> multiprocessing.Process of the children seen alive
         self._on: dict[int, cf.ProcessPoolExecutor] = {}  # trial -> the pool it was submitted to
         self._verdicts: dict[int, Outcome | None] = {}  # trials of a broken pool: failed, or None to run again
         self._reruns: dict[int, int] = {}
@@ -212,7 +251,16 @@ class _ProcessPool(_Futures):
             self._replace(self.executor)
             future = self.executor.submit(call)
         self._on[call.trial] = self.executor
+        self._note_workers()
         return future
+
+    def wait(self, futures: Iterable[Any], timeout: float | None) -> set:
+        self._note_workers()
+        return super().wait(futures, timeout)
+
+    def _note_workers(self) -> None:
+        for process in multiprocessing.active_children():  # live ones: each the current owner of its pid
+            self._workers[process.pid] = process
 
     def collect(self, future: cf.Future, call: TrialCall) -> Outcome | None:
         exc = future.exception()
@@ -253,9 +301,9 @@ class _ProcessPool(_Futures):
 
     def _replace(self, broken: cf.ProcessPoolExecutor) -> None:
         """Judge every trial that was running on the ``broken`` pool, and put a new pool in its place."""
-        processes = dict(getattr(broken, "_processes", None) or {})
         broken.shutdown(wait=True, cancel_futures=True)  # its manager thread terminates and joins the workers
-        codes = {pid: process.exitcode for pid, process in processes.items()}
+        codes = {pid: process.exitcode for pid, process in self._workers.items()}
+        self._workers = {pid: process for pid, process in self._workers.items() if codes[pid] is None}
         victims = [trial for trial, pool in self._on.items() if pool is broken]
         pids = {trial: self._pid_of(trial) for trial in victims}
         # The pool terminates (SIGTERM) the workers it did not lose: another exit code marks the dead one.
@@ -275,15 +323,14 @@ class _ProcessPool(_Futures):
                     TrialState.FAILED, error=f"worker process died while the trial ran ({self._reruns[trial]} "
                                              "times, each time taking down the process pool)")
         if broken is self.executor:
-            self.executor = cf.ProcessPoolExecutor(
-                max_workers=getattr(broken, "_max_workers", None), mp_context=getattr(broken, "_mp_context", None),
-                initializer=getattr(broken, "_initializer", None), initargs=getattr(broken, "_initargs", ()))
+            self.executor = self.settings.new_pool()
             self.owns = True  # the replacement is ours to shut down
 
     def close(self, interrupted: bool = False) -> None:
-        if self.owns and interrupted:
-            for process in list((getattr(self.executor, "_processes", None) or {}).values()):
-                process.kill()
+        if self.owns and interrupted:  # the workers that ran trials (their marks) may be busy: kill them
+            for pid in {self._pid_of(trial) for trial in self._on}:
+                if pid in self._workers:
+                    self._workers[pid].kill()
         super().close(interrupted)
         shutil.rmtree(self.marks, ignore_errors=True)
 
@@ -295,6 +342,9 @@ class _Dask(TrialPool):
 
     def __init__(self, client):
         self.client = client
+
+    def report_channel(self) -> ReportChannel:
+        return DaskChannel(self.client)
 
     def submit(self, call: TrialCall):
         return self.client.submit(call, key=f"kerneldsl-trial-{call.trial}-{uuid.uuid4().hex[:8]}", pure=False)
@@ -319,7 +369,7 @@ class _Dask(TrialPool):
         if isinstance(exc, KilledWorker):
             return Outcome(TrialState.FAILED, error="its Dask workers died while it ran, more often than the "
                                                     "scheduler's allowed-failures (KilledWorker)")
-        return Outcome(TrialState.FAILED, error=f"Dask could not run the trial: {_describe_exception(exc)}")
+        return Outcome(TrialState.FAILED, error=f"Dask could not run the trial: {describe_exception(exc)}")
 
     def cancel(self, future, call: TrialCall) -> str:
         future.cancel()
@@ -327,8 +377,11 @@ class _Dask(TrialPool):
 
 
 # ---------------------------------------------------------------------------------------------------- checks
-def _dask_client(executor: Any):
-    """The `distributed.Client` behind ``executor`` (a client, or its ``get_executor()``), or None."""
+def _dask_client(executor: Any, where: str):
+    """The `distributed.Client` behind ``executor`` (a client, or its ``get_executor()``), or None.
+
+    A ``ClientExecutor`` does not say which client made it: its trials go through `distributed.get_client`, the
+    client in force (the one that made it, unless several are open: then pass that client itself)."""
     if not type(executor).__module__.split(".")[0] == "distributed":
         return None
     import distributed
@@ -337,7 +390,11 @@ def _dask_client(executor: Any):
     if isinstance(executor, distributed.Client):
         return executor
     if isinstance(executor, ClientExecutor):
-        return executor._client
+        try:
+            return distributed.get_client()
+        except ValueError as exc:
+            raise ValueError(f"{where}: no Dask client in force for the executor {type(executor).__name__} "
+                             f"({exc}); pass the distributed.Client itself") from None
     return None
 
 
@@ -398,15 +455,15 @@ def trial_pool(objective: Callable, executor: Any = None, n_workers: int | None 
         if isolation not in (None, "process"):
             raise ValueError(f"{where}: n_workers={n_workers} runs trials in worker processes (isolation='process') "
                              f"or threads (isolation='thread'), not isolation={isolation!r}")
-        context = worker_context()
-        _process_checks(where, objective, context)
-        pool = cf.ProcessPoolExecutor(n_workers, mp_context=context)
+        settings = PoolSettings(n_workers, worker_context())
+        _process_checks(where, objective, settings.mp_context)
+        pool = settings.new_pool()
         _probe_pool(where, pool)
-        return _ProcessPool(pool, owns=True), n_workers
+        return _ProcessPool(pool, settings, owns=True), n_workers
     if isolation is not None:
         raise ValueError(f"{where}: isolation={isolation!r} is for trials run without an executor; with executor= "
                          "the executor decides where trials run")
-    client = _dask_client(executor)
+    client = _dask_client(executor, where)
     if client is not None:
         if client.status != "running":
             raise ValueError(f"{where}: the Dask client is {client.status}; pass a connected distributed.Client")
@@ -418,10 +475,11 @@ def trial_pool(objective: Callable, executor: Any = None, n_workers: int | None 
     if not isinstance(executor, cf.Executor):
         raise TypeError(f"{where}: executor must be a concurrent.futures.Executor (ProcessPoolExecutor, "
                         f"ThreadPoolExecutor, ...) or a distributed.Client, got {type(executor).__name__}")
-    workers = getattr(executor, "_max_workers", None)
+    settings = PoolSettings.of(executor)
+    workers = settings.max_workers if isinstance(settings.max_workers, int) else 1
     if isinstance(executor, cf.ProcessPoolExecutor):
-        _process_checks(where, objective, getattr(executor, "_mp_context", None))
+        _process_checks(where, objective, settings.mp_context)
         _probe_pool(where, executor)
-        return _ProcessPool(executor, owns=False), n_workers or workers or 1
+        return _ProcessPool(executor, settings, owns=False), n_workers or workers
     _probe_pool(where, executor)
-    return _Futures(executor, owns=False), n_workers or (workers if isinstance(workers, int) else 1)
+    return _Futures(executor, owns=False), n_workers or workers

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .results import best_feasible, best_so_far
-from .trial import Phase, Trial, TrialState
+from .trial import Phase, Trial, TrialState, best_feasible, best_so_far
 
 __all__ = ["plot_trials", "pareto_front"]
 

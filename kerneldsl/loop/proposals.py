@@ -1,10 +1,12 @@
-"""Proposals: fit the loss and cost models, then optimise the tick or tock acquisition with pending points.
+"""The default proposer: fit the loss and cost models, then optimise the tick or tock acquisition with pending points.
 
-A `Proposer` turns the study's training data into new search points. One call of
-`Proposer.propose` fits both GPs once and proposes one point per requested phase,
-sequentially and greedily as botorch builds q-batches: every point already chosen in
-the call joins the pending points (trials still running) of the next, through botorch's
-``X_pending``, so workers never get the same point or the same tiny neighbourhood.
+`TickTockProposer` (a `kerneldsl.loop.proposer.BaseProposer`) turns a `History` into
+new search points. One call of `TickTockProposer.propose` fits both GPs once and proposes
+one point per request, sequentially and greedily as botorch builds q-batches: every point
+already chosen in the call joins the pending points (trials still running) of the next,
+through botorch's ``X_pending``, so workers never get the same point or the same tiny
+neighbourhood. Its models are built from `ModelOptions` (`output_models`), its
+optimisers set by `AcquisitionOptions`.
 
 Mixed spaces: choices and integers are optimised as discrete values.
 
@@ -16,7 +18,7 @@ Mixed spaces: choices and integers are optimised as discrete values.
   integers goes to botorch's ``optimize_acqf_mixed_alternating`` (its integers as
   ``discrete_dims``); a branch without them to ``optimize_acqf`` from starts drawn out of
   Sobol points of the branch and the observed points moved onto it. ``num_restarts``
-  and ``raw_samples`` are shared out among the branches (`Proposer._per_branch`), so a
+  and ``raw_samples`` are shared out among the branches (`TickTockProposer._per_branch`), so a
   proposal's effort does not grow with the number of branches.
 * Many branches: one ``optimize_acqf_mixed_alternating`` run over the whole space
   (choices as ``cat_dims``, integers as ``discrete_dims``; ``num_restarts`` local
@@ -42,8 +44,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -56,17 +58,18 @@ from botorch.optim.optimize_mixed import SUPPORTED_OPTIONS as ALTERNATING_OPTION
 from botorch.sampling import SobolQMCNormalSampler
 from torch import Tensor
 
-from ..model import OutputModel
+from ..model import KernelGP, OutputModel, default_feature_chain
 from ..space.combinations import Combination, choice_combinations
 from ..space.sampling import SamplingError, sample
 from ..space.space import Space
 from .acquisition import qLogCostImprovement, tock_acquisition
+from .history import History, ModelData
+from .options import AcquisitionOptions, ModelOptions
+from .proposer import BaseProposer, Proposal, ProposalRequest, is_duplicate, random_point, seed_for
 from .trial import Phase
 
-__all__ = ["TrainingData", "ModelData", "Proposal", "Proposer", "seed_for", "MAX_ENUMERATED_COMBINATIONS",
-           "MAX_DISCRETE_INT_VALUES"]
+__all__ = ["TickTockProposer", "output_models", "MAX_ENUMERATED_COMBINATIONS", "MAX_DISCRETE_INT_VALUES"]
 
-DUPLICATE_TOL = 1e-9
 NEAR_OBSERVED = 0.01
 """How far (as a fraction of the way to a Sobol point) a starting point next to an observed point lies."""
 MAX_ENUMERATED_COMBINATIONS = 10
@@ -83,142 +86,110 @@ MIN_RAW_PER_RESTART = 8
 """Each enumerated branch draws at least this many raw points per restart."""
 
 
-def seed_for(seed: int, trial: int) -> int:
-    """A deterministic seed per (study seed, trial id)."""
-    return (seed * 1_000_003 + 7919 * (trial + 1)) % (2**31 - 1)
+def output_models(space: Space, options: ModelOptions) -> dict[str, OutputModel]:
+    """The loss and cost models of ``options`` on ``space``: a `KernelGP` each (the default kernel over the group
+    ``all`` of every feature), rounding search points before the feature chain."""
+    chain = options.feature_chain if options.feature_chain is not None else default_feature_chain(space)
+    rounding = space.rounding_transform(method="approximate")
+    every_feature = {"all": list(chain.feature_names)}
+    models = {}
+    for name, source in (("loss", options.loss_kernel), ("cost", options.cost_kernel)):
+        groups = {**every_feature, **dict(options.kernel_groups or {})} if source is None else options.kernel_groups
+        factory = KernelGP(options.kernels[name], chain, rounding=rounding, groups=groups,
+                           **dict(options.kernel_options or {}))
+        models[name] = OutputModel(name, factory, fit_options=dict(options.fit_options or {}))
+    return models
 
 
-@dataclass
-class ModelData:
-    """What the models learn from and what the acquisitions compare against (search-space points)."""
+class TickTockProposer(BaseProposer):
+    """Fits the two output models and optimises the acquisition of each requested phase (tick or tock).
 
-    X_loss: Tensor
-    y_loss: Tensor
-    """Modelled loss (log loss by default); failed trials at their imputed value."""
-    X_cost: Tensor
-    y_cost: Tensor
-    """Log cost."""
-    X_ok: Tensor
-    """Points of finished trials with a loss (the tock's baseline)."""
-    X_within: Tensor
-    """Points of finished trials within the budget (the tick's reference; X_ok if none is)."""
+    ``models`` says how the loss and cost models are built, ``acquisition`` how the acquisitions are optimised,
+    ``seed`` seeds every proposal (with the trial id)."""
 
-
-@dataclass
-class TrainingData:
-    """The study's state as proposals see it."""
-
-    X_seen: Tensor | None
-    """Every point asked so far, running trials included (never proposed again)."""
-    X_pending: Tensor | None
-    """Points of running trials."""
-    models: ModelData | None = None
-    """None while the models cannot be fitted yet (fewer than two trials with a loss or a cost)."""
-
-
-@dataclass
-class Proposal:
-    """One proposed point: the phase it ran as, how it was found, the models' prediction there."""
-
-    x: Tensor
-    phase: Phase
-    how: str
-    prediction: dict[str, Any] | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-class Proposer:
-    """Fits the two output models and optimises the acquisition of each requested phase."""
-
-    def __init__(self, space: Space, max_cost: float, models: Mapping[str, OutputModel], seed: int, log_loss: bool,
-                 device: torch.device, dtype: torch.dtype, num_restarts: int, raw_samples: int, mc_samples: int,
-                 acq_options: Mapping[str, Any], eta: float, min_tick_gain: float):
-        self.space, self.max_cost, self.models, self.seed, self.log_loss = space, max_cost, models, seed, log_loss
-        self.device, self.dtype = device, dtype
-        self.num_restarts, self.raw_samples, self.mc_samples = num_restarts, raw_samples, mc_samples
-        self.acq_options, self.eta, self.min_tick_gain = dict(acq_options), eta, min_tick_gain
+    def __init__(self, space: Space, models: ModelOptions = ModelOptions(),
+                 acquisition: AcquisitionOptions = AcquisitionOptions(), seed: int = 0):
+        self.space, self.seed, self.options = space, seed, acquisition
+        self.scale, self.device, self.dtype = models.loss_scale, models.torch_device, models.dtype
+        self.models = output_models(space, models)
         self.combinations = choice_combinations(space, limit=MAX_ENUMERATED_COMBINATIONS)
         """The branches optimised one by one; None when there are too many (the alternating optimiser's turn)."""
-        bounds = space.bounds.to(dtype=dtype)
+        bounds = space.bounds.to(dtype=self.dtype)
         self.int_values = {  # botorch's discrete_dims: every valid search value, ends equal to the bounds
-            i: [bounds[0, i].item(), *torch.tensor(values[1:-1], dtype=dtype).tolist(), bounds[1, i].item()]
+            i: [bounds[0, i].item(), *torch.tensor(values[1:-1], dtype=self.dtype).tolist(), bounds[1, i].item()]
             for i, values in space.discrete_dims().items()
         }
 
-    def loss_from_model(self, y: float) -> float:
-        return math.exp(y) if self.log_loss else y
-
     def random_point(self, index: int, seen: Tensor | None) -> Tensor:
         """A Sobol point (seeded by the trial) that was not asked before."""
-        candidates = sample(self.space, 32, seed=seed_for(self.seed, index), dtype=self.dtype, device=self.device)
-        for x in candidates:
-            if not _is_duplicate(x, seen):
-                return x
-        return candidates[0]
+        return random_point(self.space, self.seed, index, seen, self.dtype, self.device)
 
-    def propose(self, phases: Sequence[Phase], indices: Sequence[int], data: TrainingData) -> list[Proposal]:
-        """One point per (phase, trial id), each pending for the next; random points while the models cannot fit."""
+    def propose(self, history: History, requests: Sequence[ProposalRequest]) -> list[Proposal]:
+        """One point per request, each pending for the next; random points while the models cannot fit."""
+        data = history.training_data(self.dtype, self.device)
         proposals: list[Proposal] = []
         seen, pending = data.X_seen, data.X_pending
         if data.models is None:
-            for phase, index in zip(phases, indices):
-                x = self.random_point(index, seen)
-                proposals.append(Proposal(x, phase, "random: fewer than 2 finished trials to fit the models"))
+            for request in requests:
+                x = self.random_point(request.trial_id, seen)
+                proposals.append(Proposal(x, request.phase, "random: fewer than 2 finished trials to fit the models"))
                 seen = _append(seen, x)
             return proposals
-        models = data.models
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(seed_for(self.seed, indices[0]))
+            torch.manual_seed(seed_for(self.seed, requests[0].trial_id))
             start = time.perf_counter()
-            model = ModelListGP(self.models["loss"].fit(models.X_loss, models.y_loss),
-                                self.models["cost"].fit(models.X_cost, models.y_cost))
+            model = ModelListGP(self.models["loss"].fit(data.models.X_loss, data.models.y_loss),
+                                self.models["cost"].fit(data.models.X_cost, data.models.y_cost))
             fit_seconds = time.perf_counter() - start
-            for k, (phase, index) in enumerate(zip(phases, indices)):
-                proposal = self._propose_one(model, phase, index, models, seen, pending)
+            search = _Search(model, data.models, history.max_cost)
+            for k, request in enumerate(requests):
+                proposal = self._propose_one(search, request.phase, request.trial_id, seen, pending)
                 proposal.timings = {"fit": fit_seconds if k == 0 else 0.0, **proposal.timings}
                 proposals.append(proposal)
                 seen, pending = _append(seen, proposal.x), _append(pending, proposal.x)
         return proposals
 
-    def _propose_one(self, model: ModelListGP, phase: Phase, index: int, data: ModelData, seen: Tensor,
+    def _propose_one(self, search: "_Search", phase: Phase, index: int, seen: Tensor,
                      pending: Tensor | None) -> Proposal:
         start = time.perf_counter()
+        min_tick_gain = self.options.min_tick_gain
         try:
-            x, how, value = self._optimise(model, phase, index, data, seen, pending)
-            gives_way = self.min_tick_gain > 0 and value is not None and value < math.log(self.min_tick_gain)
+            x, how, value = self._optimise(search, phase, index, seen, pending)
+            gives_way = min_tick_gain > 0 and value is not None and value < math.log(min_tick_gain)
             if phase is Phase.TICK and gives_way:
                 phase = Phase.TOCK
-                x, how, value = self._optimise(model, phase, index, data, seen, pending)
-                how += f" (the tick expected a relative cost reduction below min_tick_gain={self.min_tick_gain:g})"
+                x, how, value = self._optimise(search, phase, index, seen, pending)
+                how += f" (the tick expected a relative cost reduction below min_tick_gain={min_tick_gain:g})"
         except (RuntimeError, ValueError, ArithmeticError) as exc:  # numerical trouble must not end a long run
             warnings.warn(f"{phase.value} acquisition failed at trial {index} ({exc}); using a random point",
                           RuntimeWarning, stacklevel=3)
             x, how, value = self.random_point(index, seen), f"random: acquisition failed ({type(exc).__name__}: {exc})", None
         seconds = time.perf_counter() - start
         with torch.no_grad():
-            posterior = model.posterior(x[None])
+            posterior = search.model.posterior(x[None])
             mean, variance = posterior.mean[0], posterior.variance[0]
-        prediction = {"loss": self.loss_from_model(float(mean[0])), "cost": math.exp(float(mean[1])),
+        prediction = {"loss": self.scale.from_model(float(mean[0])), "cost": math.exp(float(mean[1])),
                       "log_cost": float(mean[1]), "log_cost_sd": math.sqrt(max(float(variance[1]), 0.0)),
                       "log_acquisition": value}
         if pending is not None:
             prediction["pending"] = int(pending.shape[0])
         return Proposal(x, phase, how, prediction, {"acquisition": seconds})
 
-    def _optimise(self, model: ModelListGP, phase: Phase, index: int, data: ModelData, seen: Tensor,
+    def _optimise(self, search: "_Search", phase: Phase, index: int, seen: Tensor,
                   pending: Tensor | None) -> tuple[Tensor, str, float | None]:
-        sampler = SobolQMCNormalSampler(sample_shape=torch.Size([self.mc_samples]), seed=seed_for(self.seed, index))
+        options, data = self.options, search.data
+        sampler = SobolQMCNormalSampler(sample_shape=torch.Size([options.mc_samples]), seed=seed_for(self.seed, index))
         if phase is Phase.TOCK:
-            acquisition = tock_acquisition(model, data.X_ok, self.max_cost, sampler=sampler, eta=self.eta,
+            acquisition = tock_acquisition(search.model, data.X_ok, search.max_cost, sampler=sampler, eta=options.eta,
                                            X_pending=pending)
         else:
-            acquisition = qLogCostImprovement(model, data.X_within, self.max_cost, sampler=sampler, eta=self.eta,
-                                              X_pending=pending)
+            acquisition = qLogCostImprovement(search.model, data.X_within, search.max_cost, sampler=sampler,
+                                              eta=options.eta, X_pending=pending)
         found = self._maximise(acquisition, data.X_ok, index)
         # Best first: the exactly rounded candidate must satisfy the constraints and be new.
         for rank, (candidate, value, how) in enumerate(sorted(found, key=lambda item: -item[1])):
             x = self.space.round(candidate.reshape(1, -1))[0]
-            if bool(self.space.feasible(x[None])[0]) and not _is_duplicate(x, seen):
+            if bool(self.space.feasible(x[None])[0]) and not is_duplicate(x, seen):
                 later = " (a later candidate: the better ones were asked already or infeasible once rounded)"
                 return x, how + (later if rank else ""), value
         return (self.random_point(index, seen),
@@ -232,8 +203,8 @@ class Proposer:
         if self.combinations is None:
             x, value = optimize_acqf_mixed_alternating(
                 _OnValidPoints(acquisition, self.space), bounds, discrete_dims=self.int_values,
-                cat_dims=self.space.cat_dims(), options=self._alternating_options(), raw_samples=self.raw_samples,
-                num_restarts=self.num_restarts, inequality_constraints=constraints,
+                cat_dims=self.space.cat_dims(), options=self._alternating_options(), raw_samples=self.options.raw_samples,
+                num_restarts=self.options.num_restarts, inequality_constraints=constraints,
             )
             how = f"acquisition (alternating optimiser: more than {MAX_ENUMERATED_COMBINATIONS} choice combinations)"
             return [(x[0], float(value.reshape(-1)[0]), how)]
@@ -270,15 +241,16 @@ class Proposer:
         """Restarts and raw samples of each of ``branches`` enumerated branches: ``num_restarts`` and ``raw_samples``
         are shared out (at least one restart and ``MIN_RAW_PER_RESTART`` raw points per restart each), so a proposal
         costs about the same however many branches the space has."""
-        restarts = max(1, -(-self.num_restarts // branches))
-        return restarts, max(restarts * MIN_RAW_PER_RESTART, -(-self.raw_samples // branches))
+        restarts = max(1, -(-self.options.num_restarts // branches))
+        return restarts, max(restarts * MIN_RAW_PER_RESTART, -(-self.options.raw_samples // branches))
 
     def _alternating_options(self) -> dict[str, Any]:
         """Options of ``optimize_acqf_mixed_alternating``: its own keys of ``acq_options`` (``maxiter`` as the
         iterations of a continuous-relaxation start, if one is asked for) over this module's defaults."""
-        options = {key: value for key, value in self.acq_options.items() if key in ALTERNATING_OPTIONS}
-        if "maxiter" in self.acq_options:
-            options.setdefault("maxiter_init", self.acq_options["maxiter"])
+        acq_options = self.options.acq_options
+        options = {key: value for key, value in acq_options.items() if key in ALTERNATING_OPTIONS}
+        if "maxiter" in acq_options:
+            options.setdefault("maxiter_init", acq_options["maxiter"])
         options.setdefault("max_discrete_values", MAX_DISCRETE_INT_VALUES)
         options.setdefault("maxiter_alternating", MAX_ALTERNATING_STEPS)
         options.setdefault("initialization_strategy", "random")
@@ -286,7 +258,7 @@ class Proposer:
 
     def _continuous_options(self) -> dict[str, Any]:
         """Options of ``optimize_acqf`` (scipy's): the keys of ``acq_options`` the alternating optimiser does not take."""
-        return {key: value for key, value in self.acq_options.items() if key not in ALTERNATING_OPTIONS}
+        return {key: value for key, value in self.options.acq_options.items() if key not in ALTERNATING_OPTIONS}
 
     def _starting_points(self, acquisition: AcquisitionFunction, X_ok: Tensor, index: int, fixed: dict[int, float],
                          restarts: int, raw_samples: int) -> Tensor:
@@ -314,6 +286,15 @@ class Proposer:
         return starts
 
 
+@dataclass(frozen=True)
+class _Search:
+    """One proposal call's fitted models (loss, cost), the data they were fitted to, and the budget."""
+
+    model: ModelListGP
+    data: ModelData
+    max_cost: float
+
+
 class _OnValidPoints(AcquisitionFunction):
     """An acquisition evaluated at each point's valid version: the parameters its choices (or values) switch
     off at their defaults (`Space.deactivate`), for optimisers that move choices without knowing conditions."""
@@ -328,10 +309,6 @@ class _OnValidPoints(AcquisitionFunction):
 
 def _describe(combination: Combination) -> str:
     return ", ".join(f"{name}={value!r}" for name, value in combination.values.items())
-
-
-def _is_duplicate(x: Tensor, seen: Tensor | None) -> bool:
-    return seen is not None and len(seen) > 0 and bool(((seen - x).abs().amax(-1) <= DUPLICATE_TOL).any())
 
 
 def _append(points: Tensor | None, x: Tensor) -> Tensor:

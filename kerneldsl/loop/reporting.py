@@ -18,6 +18,8 @@ its next report after the decision.
 from __future__ import annotations
 
 import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,17 +29,21 @@ POLL = 0.2
 """Seconds between two looks at the channel while trials run."""
 
 
-class ReportChannel:
+class ReportChannel(ABC):
     """Carries (trial, cost, progress, loss) from workers to the driver, and stop flags back."""
 
-    def reporter(self, trial: int):
-        raise NotImplementedError
+    @abstractmethod
+    def reporter(self, trial: int) -> Callable[..., bool]:
+        """The picklable reporter a worker passes to trial ``trial``'s objective: ``report(cost=..., progress=...,
+        loss=None) -> stop``."""
 
+    @abstractmethod
     def drain(self) -> list[tuple[int, Any, Any, Any]]:
-        raise NotImplementedError
+        """The reports that arrived since the last call, as ``(trial, cost, progress, loss)``."""
 
+    @abstractmethod
     def stop(self, trial: int) -> None:
-        raise NotImplementedError
+        """Raise trial ``trial``'s stop flag: its reporter returns True from now on."""
 
     def close(self) -> None:
         """Release what the channel started."""

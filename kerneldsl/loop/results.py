@@ -1,4 +1,5 @@
-"""The record of an optimisation run: its trials, the best feasible trial, a summary table, a DataFrame."""
+"""The record of an optimisation run: its trials, the best feasible trial, a summary table, a DataFrame, a plot
+(drawn by `kerneldsl.loop.plotting`, which reads trials, not results)."""
 
 from __future__ import annotations
 
@@ -7,25 +8,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from .trial import Phase, Trial, TrialState
+from .trial import Phase, Trial, TrialState, best_feasible, best_so_far
 
 __all__ = ["TickTockResult", "best_feasible", "best_so_far", "trials_dataframe"]
-
-
-def best_feasible(trials: list[Trial], max_cost: float) -> Trial | None:
-    """The trial with the lowest loss among those with cost <= max_cost (None if there is none)."""
-    candidates = [t for t in trials if t.feasible(max_cost)]
-    return min(candidates, key=lambda t: t.loss) if candidates else None
-
-
-def best_so_far(trials: list[Trial], max_cost: float) -> list[float | None]:
-    """Best feasible loss after each trial (None until the first feasible trial)."""
-    out, best = [], None
-    for t in trials:
-        if t.feasible(max_cost) and (best is None or t.loss < best):
-            best = t.loss
-        out.append(best)
-    return out
 
 
 def trials_dataframe(trials: list[Trial], max_cost: float):

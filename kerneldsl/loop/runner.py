@@ -49,7 +49,7 @@ from .spawn import check_main_guard, check_picklable, worker_context
 from .trial import TrialState
 
 __all__ = ["Outcome", "TrialRunner", "TrialTimeout", "ISOLATIONS", "as_number", "call_objective", "check_result",
-           "exit_reason", "grace_of", "outcome_of", "takes_reporter"]
+           "describe_exception", "exit_reason", "grace_of", "outcome_of", "takes_reporter"]
 
 ISOLATIONS = ("inline", "thread", "process")
 
@@ -80,7 +80,7 @@ class Outcome:
     seconds: float = 0.0  # wall-clock seconds of the objective call
 
 
-def _describe_exception(exc: BaseException) -> str:
+def describe_exception(exc: BaseException) -> str:
     """One line: exception type, message and the innermost frame it came from."""
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
@@ -212,7 +212,7 @@ def call_objective(objective: Callable[[dict], Any], config: dict, positive_loss
             return Outcome(TrialState.FAILED, error=f"timed out after {timeout:g} s (stopped in the worker)",
                            seconds=time.perf_counter() - start)
         except Exception as exc:  # noqa: BLE001 - every failure of the user's code is an outcome
-            return Outcome(TrialState.FAILED, error=_describe_exception(exc), seconds=time.perf_counter() - start)
+            return Outcome(TrialState.FAILED, error=describe_exception(exc), seconds=time.perf_counter() - start)
         seconds = time.perf_counter() - start
         return outcome_of(result, seconds, positive_loss)
     except TrialTimeout:  # the alarm rang as the objective returned

@@ -17,51 +17,37 @@ cuts the cost of the final configuration by r.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
-
-import torch
 
 from ..model import DEFAULT_KERNEL
 from ..space.space import Space
+from .budget import BudgetLike
+from .options import StudyOptions, check_count
 from .results import TickTockResult
-from .stopping import CostStopping
-from .study import Study, _count
+from .study import Study
 from .trial import phase_of
 
 __all__ = ["tick_tock", "phase_of", "DEFAULT_KERNEL"]
+
+_STUDY_OWN = ("proposer", "stopping")
+"""Keywords `tick_tock` hands to `Study` as they are (the others are options of its dataclasses)."""
 
 
 def tick_tock(
     objective: Callable[[dict], Mapping[str, Any]],
     space: Space,
-    max_cost: float,
-    n_init: int = 10,
+    max_cost: BudgetLike,
+    n_init: int | None = None,
     n_iter: int = 30,
     journal: str | None = None,
-    seed: int = 0,
-    initial_configs: Sequence[Mapping[str, Any]] | None = None,
-    loss_kernel: str | None = None,
-    cost_kernel: str | None = None,
-    feature_chain=None,
-    kernel_groups: Mapping[str, Sequence[str]] | None = None,
-    kernel_options: Mapping[str, Any] | None = None,
-    tick_ratio: float = 0.5,
-    log_loss: bool = True,
+    *,
     timeout: float | None = None,
     isolation: str | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float64,
-    num_restarts: int = 8,
-    raw_samples: int = 256,
-    mc_samples: int = 128,
-    acq_options: Mapping[str, Any] | None = None,
-    fit_options: Mapping[str, Any] | None = None,
-    eta: float = 1e-3,
-    min_tick_gain: float = 1e-3,
     plot: str | None = None,
     progress: bool = True,
-    stopping: CostStopping | None = CostStopping(),
+    **options: Any,
 ) -> TickTockResult:
     """Minimise ``loss`` within ``max_cost`` with cost-aware Bayesian optimisation; return every trial.
 
@@ -124,14 +110,22 @@ def tick_tock(
     stops). ``max_cost`` may be a schedule: a callable of the number of finished
     trials, or a list of ``(trial, budget)`` steps (see `kerneldsl.loop.budget`).
     The same loop as ask/tell: `kerneldsl.Study`.
+
+    Options: ``options`` are those of `Study`: ``seed``, ``initial_configs``, ``tick_ratio`` (or
+    ``schedule=Schedule(...)``; ``n_init`` defaults to its 10), the model options ``loss_kernel``,
+    ``cost_kernel``, ``feature_chain``, ``kernel_groups``, ``kernel_options``, ``fit_options``,
+    ``log_loss``, ``device``, ``dtype`` (or ``models=ModelOptions(...)``), the acquisition options
+    ``num_restarts``, ``raw_samples``, ``mc_samples``, ``acq_options``, ``eta``, ``min_tick_gain``
+    (or ``acquisition=AcquisitionOptions(...)``), ``proposer`` and ``stopping``.
     """
-    total = len(initial_configs or []) + _count("tick_tock", "n_init", n_init) + _count("tick_tock", "n_iter", n_iter)
-    study = Study(space, max_cost, journal, n_init=n_init, n_trials=total, seed=seed, initial_configs=initial_configs,
-                  loss_kernel=loss_kernel, cost_kernel=cost_kernel, feature_chain=feature_chain,
-                  kernel_groups=kernel_groups, kernel_options=kernel_options, tick_ratio=tick_ratio, log_loss=log_loss,
-                  device=device, dtype=dtype, num_restarts=num_restarts, raw_samples=raw_samples,
-                  mc_samples=mc_samples, acq_options=acq_options, fit_options=fit_options, eta=eta,
-                  min_tick_gain=min_tick_gain, stopping=stopping)
+    check_count("tick_tock", "n_iter", n_iter)
+    if "n_trials" in options or getattr(options.get("schedule"), "n_trials", None) is not None:
+        raise TypeError("tick_tock: n_trials is len(initial_configs) + n_init + n_iter; set n_iter instead")
+    own = {key: options.pop(key) for key in _STUDY_OWN if key in options}
+    chosen = StudyOptions.of("tick_tock", **options, **({} if n_init is None else {"n_init": n_init}))
+    schedule = replace(chosen.schedule, n_trials=chosen.schedule.n_initial + n_iter)
+    study = Study(space, max_cost, journal, schedule=schedule, models=chosen.models, acquisition=chosen.acquisition,
+                  **own)
     with study:
         result = study.optimize(objective, timeout=timeout, isolation=isolation, progress=progress)
     if plot is not None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-__all__ = ["TrialState", "Phase", "Trial", "Report", "phase_of"]
+__all__ = ["TrialState", "Phase", "Trial", "Report", "phase_of", "best_feasible", "best_so_far"]
 
 
 class TrialState(str, Enum):
@@ -159,3 +159,19 @@ class Trial:
                     prediction=record.get("prediction"), timings=dict(record.get("timings") or {}),
                     started=record.get("started"))
         return trial
+
+
+def best_feasible(trials: list[Trial], max_cost: float) -> Trial | None:
+    """The trial with the lowest loss among those with cost <= max_cost (None if there is none)."""
+    candidates = [t for t in trials if t.feasible(max_cost)]
+    return min(candidates, key=lambda t: t.loss) if candidates else None
+
+
+def best_so_far(trials: list[Trial], max_cost: float) -> list[float | None]:
+    """Best feasible loss after each trial (None until the first feasible trial)."""
+    out, best = [], None
+    for t in trials:
+        if t.feasible(max_cost) and (best is None or t.loss < best):
+            best = t.loss
+        out.append(best)
+    return out

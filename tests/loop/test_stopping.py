@@ -86,7 +86,7 @@ def test_stopped_trials_teach_the_cost_model_and_not_the_loss_model():
     stopped = [i for i, t in enumerate(study.trials) if t.state is kd.TrialState.STOPPED]
     ok = [i for i, t in enumerate(study.trials) if t.state is kd.TrialState.OK]
     assert stopped and len(ok) >= 2
-    data = study._training_data([]).models
+    data = study.history().training_data().models
     X = study.space.to_search([t.config for t in study.trials])
     assert len(data.X_loss) == len(ok) and len(data.X_cost) == len(ok) + len(stopped)
     for i in stopped:

@@ -78,11 +78,12 @@ def test_a_pending_point_moves_the_proposal_away_from_it():
     (botorch's convention: the value of x is that of {x} and the pending points together, lowest at x = p)."""
     study = new_study(tick_ratio=0.0)
     tell_all(study, study.ask(4))
-    data = study._training_data([])
-    assert data.X_pending is None
-    (free,) = study.proposer.propose([kd.Phase.TOCK], [4], data)
-    data.X_pending = free.x[None]
-    (with_pending,) = study.proposer.propose([kd.Phase.TOCK], [4], data)
+    history = study.history()
+    assert history.training_data().X_pending is None
+    request = [kd.ProposalRequest(trial_id=4, iteration=1, phase=kd.Phase.TOCK)]
+    (free,) = study.proposer.propose(history, request)
+    running = kd.Trial(4, study.space.to_configs(free.x[None])[0], kd.Phase.TOCK)  # asked, not told: pending
+    (with_pending,) = study.proposer.propose(study.history(asking=[running]), request)
     assert free.how.startswith("acquisition") and with_pending.how.startswith("acquisition")
     assert float((free.x - with_pending.x).abs().max()) > 0.01
     assert with_pending.prediction["pending"] == 1 and "pending" not in free.prediction
