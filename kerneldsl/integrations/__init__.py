@@ -1,0 +1,8 @@
+"""Kernel-language kernels inside other optimisation libraries.
+
+Each integration is its own module with its own extra, imported explicitly so that
+``import kerneldsl`` never needs the other library:
+
+- ``kerneldsl.integrations.ax`` (``pip install 'kerneldsl[ax]'``): a kernel-language kernel as
+  the GP kernel of Ax's Bayesian optimisation (``ax.Client``).
+"""
