@@ -38,9 +38,7 @@ from ..ir import KernelIR
 from ..options import KernelOptions
 from .c_codegen import CODEGEN_VERSION, DIAG_CHUNK, generate
 from .codegen import GeneratedSource
-from .common import check_inputs
-from .flat_params import FlatParameterKernel
-from .fused import FusedKernels, fused_forward, process_directory
+from .fused import FusedKernel, FusedKernels, process_directory
 
 COMPILE_ATTEMPTS: tuple[tuple[str, ...], ...] = (
     ("-O2", "-march=native", "-fno-math-errno", "-fopenmp", "-DKD_VECTOR_MATH", "-lmvec"),
@@ -281,26 +279,18 @@ def _load(path: Path) -> ctypes.CDLL:
     return library
 
 
-class CpuKernel(FlatParameterKernel):
+class CpuKernel(FusedKernel):
     """The kernel of one KernelIR evaluated by fused generated C kernels on the CPU."""
 
     def __init__(self, ir: KernelIR, batch_shape: torch.Size = torch.Size([]),
                  options: KernelOptions | None = None):
-        super().__init__(ir, batch_shape=batch_shape, options=options)
-        self.kernels = compiled_kernels(ir)
+        super().__init__(ir, compiled_kernels(ir), batch_shape=batch_shape, options=options)
 
-    @property
-    def generated_source(self) -> str:
-        """The C source of the generated kernels (for reading and debugging)."""
-        return self.kernels.source
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False,
-                last_dim_is_batch: bool = False, **params) -> torch.Tensor:
-        check_inputs(self.ir, x1, x2, diag, last_dim_is_batch)
+    def launch(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[CpuKernels, None]:
         if x1.device.type != "cpu" or x2.device.type != "cpu":
             raise KernelError(f"backend 'cpu' runs on CPU tensors, got {x1.device.type}",
                               hint="use backend='auto' (triton on CUDA) or backend='torch'")
-        return fused_forward(self, self.kernels, None, x1, x2, diag)
+        return self.kernels, None
 
 
 def build(ir: KernelIR, batch_shape: torch.Size = torch.Size([]),

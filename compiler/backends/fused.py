@@ -25,7 +25,9 @@ from torch.autograd.function import once_differentiable
 
 from ..errors import KernelError
 from ..ir import KernelIR
+from ..options import KernelOptions
 from .codegen import GeneratedSource
+from .common import check_inputs
 from .flat_params import FlatParameterKernel
 
 
@@ -175,3 +177,27 @@ def fused_forward(module: FlatParameterKernel, kernels: FusedKernels, config: An
     flat1 = x1.to(dtype).expand(*batch, n, d).reshape(B, n, d)
     flat2 = None if symmetric else x2.to(dtype).expand(*batch, m, d).reshape(B, m, d)
     return FusedKernelFunction.apply(kernels, config, diag, flat1, flat2, ls, w, scale).reshape(shape)
+
+
+class FusedKernel(FlatParameterKernel):
+    """The kernel of one KernelIR evaluated by a backend's fused generated ``kernels``; a backend subclasses it."""
+
+    def __init__(self, ir: KernelIR, kernels: FusedKernels, batch_shape: torch.Size = torch.Size([]),
+                 options: KernelOptions | None = None):
+        super().__init__(ir, batch_shape=batch_shape, options=options)
+        self.kernels = kernels
+
+    @property
+    def generated_source(self) -> str:
+        """The source of the generated kernels (for reading and debugging)."""
+        return self.kernels.source
+
+    def launch(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[FusedKernels, Any]:
+        """The kernels to run on these inputs and their launch configuration (KernelError: not here)."""
+        raise NotImplementedError
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False,
+                last_dim_is_batch: bool = False, **params) -> torch.Tensor:
+        check_inputs(self.ir, x1, x2, diag, last_dim_is_batch)
+        kernels, config = self.launch(x1, x2)
+        return fused_forward(self, kernels, config, x1, x2, diag)

@@ -12,122 +12,87 @@ lengthscales, weights and the output scale are loaded from parameter tensors
   dL/dx1, dL/dx2 (reduced afterwards by one torch sum: deterministic, no atomics);
 - ``kd_backward_diag``: the same for the diag path.
 
-Each term's value ``v`` and slope ``g`` come from its kind's entry in ``kinds.KINDS``
-as a function of one distance variable; the chain rule through the distance is the
-distance type's (``_DISTANCE_CODE``, math in ``kinds.Distance``). With
-``d = x1_f - x2_f``, ``c = 1 / l^2``, ``il = 1 / l``: a squared distance ``r2 = sum_f c_f d_f^2``
-gives ``dv/dx1_f = g c_f d_f`` and ``dv/dl_f = -g c_f d_f^2 / l_f``; an absolute one
-``s = sum_f il_f |d_f|`` gives ``dv/dx1_f = g il_f sign(d_f)`` (sign(0) = 0) and
-``dv/dl_f = -g il_f^2 |d_f|``.
+What each pair computes, forward and backward, is ``codegen.PairCode``'s walk (shared
+with ``c_codegen``; the chain rule through the distances is documented there), spelled
+in Triton by ``TRITON_DIALECT``; each term's value ``v`` and slope ``g`` come from its
+kind's ``triton_value`` / ``triton_slope`` in ``kinds.KINDS``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from operator import attrgetter
 
-from ..ir import KernelIR, Product, Sum, Term
-from ..kinds import Distance, kind_of
-from .codegen import FusedPlan, GeneratedSource, Lines, count, describe_node, literal
+from ..ir import KernelIR
+from ..kinds import Distance
+from .codegen import SLOTS_NOTE, Dialect, GeneratedSource, Generator, Lines, PairCode, PairGradients, literal
 
 CODEGEN_VERSION = "1"
 """Bumped whenever the generated code changes meaning (part of the cache key)."""
 
 
-@dataclass(frozen=True)
-class _DistanceCode:
-    """Source templates of one distance type; fields ``f`` (feature), ``s`` (slot), ``t`` (term)."""
-
-    power: str
-    """Per feature: the power of the difference ``d{f}`` that the distance sums."""
-    inverse: str
-    """Per lengthscale slot: the factor of the power in the distance."""
-    term: str
-    """One (feature, slot) summand of the distance."""
-    lengthscale_gradient: str
-    """One (term, feature) contribution to dL/dl, from ``h{t} = dL/dv * g``."""
-    x_factor: str
-    """Per (term, feature): its summand of the factor of ``x_factor_of`` in dL/dx1."""
-    x_factor_of: str
-    """Per feature: what the summed ``x_factor`` terms multiply in dL/dx1."""
-    backward: tuple[str, ...] = ()
-    """Extra per-feature lines of the backward kernels."""
+TRITON_DIALECT = Dialect(
+    comment="# {}", define="{} = {}", declare="{} = {}", increment="{} += {}", literal=literal, zero="0.0",
+    power={Distance.SQUARED: "d{f} * d{f}", Distance.ABSOLUTE: "tl.abs(d{f})"},
+    inverse={Distance.SQUARED: "1.0 / (l{s} * l{s})", Distance.ABSOLUTE: "1.0 / l{s}"},
+    sign="(d{f} > 0).to(d{f}.dtype) - (d{f} < 0).to(d{f}.dtype)",
+    value=attrgetter("triton_value"), slope=attrgetter("triton_slope"),
+    lengthscale="tl.load(ls_row + {s} * ls_sp)", weight="tl.load(w_row + {s} * w_sp)",
+    scale="scale", scale_load="tl.load(scale_ptr + b * scale_sb)", scale_gradient="g_scale",
+    reduce="tl.reduce({}, None, _add)",
+    lengthscale_row="ls_row = ls_ptr + b * ls_sb", weight_row="w_row = w_ptr + b * w_sb")
+"""Triton spellings of the shared walk; partial gradients are reduced over the tile at the end."""
 
 
-_DISTANCE_CODE = {
-    Distance.SQUARED: _DistanceCode(
-        power="sq{f} = d{f} * d{f}", inverse="c{s} = 1.0 / (l{s} * l{s})", term="sq{f} * c{s}",
-        lengthscale_gradient="tl.reduce(h{t} * sq{f}, None, _add) * (-c{s} / l{s})",
-        x_factor="c{s} * h{t}", x_factor_of="d{f}"),
-    Distance.ABSOLUTE: _DistanceCode(
-        power="ad{f} = tl.abs(d{f})", inverse="il{s} = 1.0 / l{s}", term="ad{f} * il{s}",
-        lengthscale_gradient="tl.reduce(h{t} * ad{f}, None, _add) * (-il{s} * il{s})",
-        x_factor="h{t} * il{s}", x_factor_of="sg{f}",
-        backward=("sg{f} = (d{f} > 0).to(d{f}.dtype) - (d{f} < 0).to(d{f}.dtype)",)),
-}
+_PRELUDE = """
+import triton
+import triton.language as tl
+
+# The combine function behind tl.sum. Reducing with it directly (not through the @jit
+# tl.sum) works in compiled and interpreted kernels whatever the mode triton was imported in.
+try:
+    _add = tl.standard._sum_combine
+except AttributeError:
+    @triton.jit
+    def _add(a, b):
+        return a + b
 
 
-class _Generator:
+"""
+
+
+class _Generator(Generator):
     """Emits the four kernels of one IR."""
 
-    def __init__(self, ir: KernelIR):
-        self.ir = ir
-        self.plan = FusedPlan(ir)
-        self.num_slots = ir.num_lengthscales + ir.num_weights + 1
+    dialect, version = TRITON_DIALECT, CODEGEN_VERSION
 
-    # --- module -----------------------------------------------------------------
     def module(self) -> GeneratedSource:
-        ir, plan = self.ir, self.plan
-        kinds = sorted({ir.terms[t].kind for t in plan.terms})
-        head = [
-            '"""Fused covariance kernels generated by kerneldsl (triton backend). Do not edit.',
-            "",
-            f"IR fingerprint {ir.fingerprint()} (codegen v{CODEGEN_VERSION}): {count(len(plan.terms), 'term')} "
-            f"({', '.join(kinds)}) over {len(plan.features)} of {len(ir.features)} features,",
-            f"{count(ir.num_lengthscales, 'lengthscale')}, {count(ir.num_weights, 'sum weight')}.",
-            "Parameter-gradient slots: lengthscales 0..P-1, weights P..P+W-1, outputscale P+W.",
-            '"""',
-            "",
-            "import triton",
-            "import triton.language as tl",
-            "",
-            "# The combine function behind tl.sum. Reducing with it directly (not through the @jit",
-            "# tl.sum) works in compiled and interpreted kernels whatever the mode triton was imported in.",
-            "try:",
-            "    _add = tl.standard._sum_combine",
-            "except AttributeError:",
-            "    @triton.jit",
-            "    def _add(a, b):",
-            "        return a + b",
-            "",
-            "",
-        ]
+        fingerprint, counts = self.summary()
+        head = ('"""Fused covariance kernels generated by kerneldsl (triton backend). Do not edit.\n\n'
+                f'{fingerprint}\n{counts}\n{SLOTS_NOTE}\n"""\n')
         body = [self._forward(diag=False), self._forward(diag=True),
                 self._backward(diag=False), self._backward(diag=True)]
-        source = "\n".join(head) + "\n" + "\n\n".join(body)
-        return GeneratedSource(source=source, used_features=tuple(plan.features),
-                               num_lengthscales=ir.num_lengthscales, num_weights=ir.num_weights)
+        return self.generated(head + _PRELUDE + "\n\n".join(body))
 
     # --- pieces shared by the kernels ------------------------------------------------
+    _OUTPUTS = {  # (backward, diag) -> the signature's output arguments
+        (False, False): ("out_ptr, out_sb, out_sn, out_sm,",),
+        (False, True): ("out_ptr, out_sb, out_sn,",),
+        (True, False): ("gout_ptr, gout_sb, gout_sn, gout_sm, gparam_ptr, gx1_ptr, gx1_sb, gx1_ss, gx1_sn,",
+                        "gx2_ptr, gx2_sb, gx2_ss, gx2_sn,"),
+        (True, True): ("gout_ptr, gout_sb, gout_sn, gparam_ptr, gx1_ptr, gx2_ptr,",),
+    }
+
     def _signature(self, out: Lines, name: str, diag: bool, backward: bool) -> None:
         out("@triton.jit", 0)
         out(f"def {name}(", 0)
-        if diag:
-            out("x1_ptr, x2_ptr, ls_ptr, w_ptr, scale_ptr, n,")
-        else:
-            out("x1_ptr, x2_ptr, ls_ptr, w_ptr, scale_ptr, tiles_ptr, n, m,")
+        out("x1_ptr, x2_ptr, ls_ptr, w_ptr, scale_ptr, " + ("n," if diag else "tiles_ptr, n, m,"))
         out("x1_sb, x1_sn, x1_sd, x2_sb, x2_sn, x2_sd, ls_sb, ls_sp, w_sb, w_sp, scale_sb,")
-        if not backward:
-            out("out_ptr, out_sb, out_sn, out_sm," if not diag else "out_ptr, out_sb, out_sn,")
-        elif diag:
-            out("gout_ptr, gout_sb, gout_sn, gparam_ptr, gx1_ptr, gx2_ptr,")
-        else:
-            out("gout_ptr, gout_sb, gout_sn, gout_sm, gparam_ptr, gx1_ptr, gx1_sb, gx1_ss, gx1_sn,")
-            out("gx2_ptr, gx2_sb, gx2_ss, gx2_sn,")
-        out("BLOCK_M: tl.constexpr," if diag else "BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,")
-        if not diag:
-            out("SYMMETRIC: tl.constexpr," if not backward else "SYMMETRIC: tl.constexpr, WITH_X_GRAD: tl.constexpr,")
-        elif backward:
-            out("WITH_X_GRAD: tl.constexpr,")
+        for line in self._OUTPUTS[backward, diag]:
+            out(line)
+        out("BLOCK_M: tl.constexpr," + ("" if diag else " BLOCK_N: tl.constexpr,"))
+        flags = ("" if diag else "SYMMETRIC: tl.constexpr, ") + ("WITH_X_GRAD: tl.constexpr," if backward else "")
+        if flags:
+            out(flags.rstrip())
         out("):", 0)
 
     def _indices(self, out: Lines, diag: bool) -> None:
@@ -147,24 +112,6 @@ class _Generator:
         out("rmask = rows < n")
         out("cmask = cols < m")
 
-    def _parameters(self, out: Lines) -> None:
-        plan = self.plan
-        names = self.ir.lengthscale_names
-        if plan.slots:
-            out("# lengthscales of this batch element (c = 1 / l^2, il = 1 / l)")
-            out("ls_row = ls_ptr + b * ls_sb")
-        for s in plan.slots:
-            out(f"l{s} = tl.load(ls_row + {s} * ls_sp)  # {names[s]}")
-            for distance, code in _DISTANCE_CODE.items():
-                if s in plan.distance_slots[distance]:
-                    out(code.inverse.format(s=s))
-        if plan.weight_slots:
-            out("# softmaxed sum weights")
-            out("w_row = w_ptr + b * w_sb")
-        for s in plan.weight_slots:
-            out(f"w{s} = tl.load(w_row + {s} * w_sp)  # {self.ir.weight_names[s]}")
-        out("scale = tl.load(scale_ptr + b * scale_sb)")
-
     def _differences(self, out: Lines, diag: bool, backward: bool) -> None:
         plan, ir = self.plan, self.ir
         out("# input rows of this program; feature f is column f")
@@ -176,48 +123,23 @@ class _Generator:
             out(f"x1_{f} = tl.load(x1_rows + {f} * x1_sd, mask=rmask, other=0.0)")
             out(f"x2_{f} = tl.load(x2_rows + {f} * x2_sd, mask={x2_mask}, other=0.0)")
             out(f"d{f} = x1_{f} - x2_{f}" if diag else f"d{f} = x1_{f}[:, None] - x2_{f}[None, :]")
-            used = [code for distance, code in _DISTANCE_CODE.items() if f in plan.distance_features[distance]]
-            for code in used:
-                out(code.power.format(f=f))
-            for line in (line for code in used for line in code.backward) if backward else ():
-                out(line.format(f=f))
+            self.code.powers(out, f, 1, backward)
 
-    def _values(self, out: Lines, backward: bool) -> None:
-        """Every reachable node's value ``v<id>`` (and each term's slope ``g<id>`` for backward)."""
-        ir = self.ir
-        for k in self.plan.order:
-            node = ir.node(k)
-            out(f"# {describe_node(ir, k)}")
-            if isinstance(node, Term):
-                self._term_value(out, k, node, backward)
-            elif isinstance(node, Product):
-                out(f"v{k} = " + " * ".join(f"v{c}" for c in node.children))
-            else:
-                weights = ([literal(w) for w in node.fixed] if node.fixed is not None
-                           else [f"w{s}" for s in node.weights])
-                out(f"v{k} = " + " + ".join(f"{w} * v{c}" for w, c in zip(weights, node.children)))
-
-    def _term_value(self, out: Lines, k: int, term: Term, backward: bool) -> None:
-        kind = kind_of(term.kind, term.label)
-        code = _DISTANCE_CODE[kind.distance]
-        distance = f"{kind.distance.variable}{k}"
-        out(f"{distance} = " + " + ".join(code.term.format(f=f, s=s) for f, s in zip(term.features, term.lengthscales)))
-        for line in kind.math.triton_value(k, distance) + (kind.math.triton_slope(k, distance) if backward else ()):
-            out(line)
+    def _kernel(self, diag: bool, backward: bool, doc: str) -> Lines:
+        """A kernel's signature and docstring, then what forward and backward share: every node's value."""
+        out = Lines()
+        self._signature(out, f"kd_{'backward' if backward else 'forward'}{'_diag' if diag else ''}", diag, backward)
+        out(f'"""{doc}"""')
+        self._indices(out, diag)
+        self.code.parameters(out, 1)
+        self._differences(out, diag, backward)
+        self.code.values(out, 1, backward)
+        return out
 
     # --- forward -------------------------------------------------------------------
     def _forward(self, diag: bool) -> str:
-        out = Lines()
-        name = "kd_forward_diag" if diag else "kd_forward"
-        self._signature(out, name, diag, backward=False)
-        doc = ("diag K for rows [bm * BLOCK_M, ...) of batch element b." if diag else
-               "One tile of K = outputscale * k(x1, x2); SYMMETRIC: x1 is x2, "
-               "upper tiles only, mirrored.")
-        out(f'"""{doc}"""')
-        self._indices(out, diag)
-        self._parameters(out)
-        self._differences(out, diag, backward=False)
-        self._values(out, backward=False)
+        out = self._kernel(diag, False, "diag K for rows [bm * BLOCK_M, ...) of batch element b." if diag else
+                           "One tile of K = outputscale * k(x1, x2); SYMMETRIC: x1 is x2, upper tiles only, mirrored.")
         out(f"k = scale * v{self.ir.root}")
         if diag:
             out("tl.store(out_ptr + b * out_sb + rows * out_sn, k, mask=rmask)")
@@ -228,22 +150,14 @@ class _Generator:
             out("# the mirrored tile: entries strictly below the diagonal of K", 2)
             out("tl.store(out_ptr + b * out_sb + cols[:, None] * out_sn + rows[None, :] * out_sm, tl.trans(k),", 2)
             out("         mask=cmask[:, None] & rmask[None, :] & (cols[:, None] > rows[None, :]))", 2)
-        return "\n".join(out.lines) + "\n"
+        return out.text()
 
     # --- backward ------------------------------------------------------------------
     def _backward(self, diag: bool) -> str:
         ir, plan = self.ir, self.plan
-        out = Lines()
-        name = "kd_backward_diag" if diag else "kd_backward"
-        self._signature(out, name, diag, backward=True)
-        doc = ("Partial gradients of the diag path for rows [bm * BLOCK_M, ...) of batch element b."
-               if diag else
-               "Recompute one tile of K, then write this program's partial gradients.")
-        out(f'"""{doc}"""')
-        self._indices(out, diag)
-        self._parameters(out)
-        self._differences(out, diag, backward=True)
-        self._values(out, backward=True)
+        out = self._kernel(diag, True, "Partial gradients of the diag path for rows [bm * BLOCK_M, ...) of batch "
+                           "element b." if diag else "Recompute one tile of K, then write this program's partial "
+                           "gradients.")
         out("# dL/dK for this tile")
         if diag:
             out("gk = tl.load(gout_ptr + b * gout_sb + rows * gout_sn, mask=rmask, other=0.0)")
@@ -255,56 +169,19 @@ class _Generator:
             out("gt = tl.load(gout_ptr + b * gout_sb + cols[:, None] * gout_sn + rows[None, :] * gout_sm,", 2)
             out("             mask=cmask[:, None] & rmask[None, :], other=0.0)", 2)
             out("gk = tl.where(bm != bn, gk + tl.trans(gt), gk)", 2)
-        out("# adjoints a<id> = dL/d(value of node id), from the root down")
-        out(f"g_scale = tl.reduce(gk * v{ir.root}, None, _add)")
-        adjoint_defined: set[int] = set()
-        grads: dict[str, list[str]] = {}
-
-        def add_adjoint(node_id: int, expr: str) -> None:
-            if node_id in adjoint_defined:
-                out(f"a{node_id} += {expr}")
-            else:
-                out(f"a{node_id} = {expr}")
-                adjoint_defined.add(node_id)
-
-        add_adjoint(ir.root, "scale * gk")
-        for k in reversed(plan.composites):
-            node = ir.node(k)
-            out(f"# {describe_node(ir, k)}")
-            if isinstance(node, Sum):
-                if node.fixed is not None:
-                    for w, c in zip(node.fixed, node.children):
-                        add_adjoint(c, f"{literal(w)} * a{k}")
-                else:
-                    for s, c in zip(node.weights, node.children):
-                        grads.setdefault(f"w{s}", []).append(f"tl.reduce(a{k} * v{c}, None, _add)")
-                        add_adjoint(c, f"w{s} * a{k}")
-            else:
-                for i, c in enumerate(node.children):
-                    others = [f"v{o}" for j, o in enumerate(node.children) if j != i]
-                    add_adjoint(c, " * ".join([f"a{k}", *others]))
-        x_factors: dict[tuple[Distance, int], list[str]] = {}  # (distance, feature) -> summands of x_factor
-        for t in plan.terms:
-            term = ir.terms[t]
-            code = _DISTANCE_CODE[plan.distance[t]]
-            out(f"# {describe_node(ir, t)}")
-            out(f"h{t} = a{t} * g{t}")
-            for f, s in zip(term.features, term.lengthscales):
-                grads.setdefault(f"l{s}", []).append(code.lengthscale_gradient.format(t=t, f=f, s=s))
-                x_factors.setdefault((plan.distance[t], f), []).append(code.x_factor.format(t=t, f=f, s=s))
+        out(f"# {PairCode.ADJOINTS}")
+        grads = PairGradients()
+        self.code.scale_partial(out, 1, grads)
+        self.code.adjoints(out, 1, grads)
         out("# partial dL/d(lengthscales, weights, outputscale) of this program")
         out(f"gp = gparam_ptr + (b * tl.num_programs(0) + {'bm' if diag else 't'}) * {self.num_slots}")
         for slot in range(self.num_slots):
-            key, label = plan.slot_label(slot)
-            terms = grads.get(key, [])
-            value = "g_scale" if key == "scale" else (" + ".join(terms) if terms else "0.0")
-            out(f"tl.store(gp + {slot}, {value})  # {label}")
+            out(f"tl.store(gp + {slot}, {self.code.parameter_gradient(slot, grads)})  # {plan.slot_label(slot)[1]}")
         out("if WITH_X_GRAD:")
         out("# partial dL/dx1 (row sums) and dL/dx2 (column sums), one column per used feature", 2)
-        F = len(plan.features)
         if diag:
-            out(f"gx1_rows = gx1_ptr + (b * n + rows) * {F}", 2)
-            out(f"gx2_rows = gx2_ptr + (b * n + rows) * {F}", 2)
+            out(f"gx1_rows = gx1_ptr + (b * n + rows) * {self.F}", 2)
+            out(f"gx2_rows = gx2_ptr + (b * n + rows) * {self.F}", 2)
         else:
             out("if SYMMETRIC:", 2)
             out("# x is x1 and x2: the column side of tile (bm, bn) goes to slot bm, a diagonal tile's to the extra slot", 3)
@@ -315,16 +192,14 @@ class _Generator:
             out("gx2_rows = gx2_ptr + b * gx2_sb + cslot * gx2_ss + cols * gx2_sn", 2)
         for f in plan.features:
             i = plan.compact[f]
-            expr = " + ".join(f"({' + '.join(x_factors[d, f])}) * {code.x_factor_of.format(f=f)}"
-                              for d, code in _DISTANCE_CODE.items() if (d, f) in x_factors)
-            out(f"xg{f} = {expr}  # dL/dx1 of {ir.features[f]}, per pair", 2)
+            out(self.code.define(f"xg{f}", self.code.x_gradient(f, grads), f"dL/dx1 of {ir.features[f]}, per pair"), 2)
             if diag:
                 out(f"tl.store(gx1_rows + {i}, xg{f}, mask=rmask)", 2)
                 out(f"tl.store(gx2_rows + {i}, -xg{f}, mask=rmask)", 2)
             else:
                 out(f"tl.store(gx1_rows + {i}, tl.reduce(xg{f}, 1, _add), mask=rmask)", 2)
                 out(f"tl.store(gx2_rows + {i}, -tl.reduce(xg{f}, 0, _add), mask=cmask)", 2)
-        return "\n".join(out.lines) + "\n"
+        return out.text()
 
 
 def generate(ir: KernelIR) -> GeneratedSource:

@@ -23,9 +23,8 @@ import torch
 from ..errors import KernelError
 from ..ir import KernelIR
 from ..options import KernelOptions
-from .common import check_inputs
 from .flat_params import FlatParameterKernel
-from .fused import FusedKernels, fused_forward, process_directory
+from .fused import FusedKernel, FusedKernels, process_directory
 from .codegen import GeneratedSource
 from .triton_codegen import CODEGEN_VERSION, generate
 
@@ -200,28 +199,21 @@ def _cdiv(a: int, b: int) -> int:
     return max(1, -(-a // b))
 
 
-class TritonKernel(FlatParameterKernel):
+class TritonKernel(FusedKernel):
     """The kernel of one KernelIR evaluated by fused generated Triton kernels."""
 
     def __init__(self, ir: KernelIR, batch_shape: torch.Size = torch.Size([]),
                  options: KernelOptions | None = None):
-        super().__init__(ir, batch_shape=batch_shape, options=options)
-        self.kernels = compiled_kernels(ir)
+        super().__init__(ir, compiled_kernels(ir), batch_shape=batch_shape, options=options)
         self.blocks: BlockConfig = self.kernels.blocks
 
-    @property
-    def generated_source(self) -> str:
-        """The Python source of the generated Triton kernels (for reading and debugging)."""
-        return self.kernels.source
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False,
-                last_dim_is_batch: bool = False, **params) -> torch.Tensor:
-        check_inputs(self.ir, x1, x2, diag, last_dim_is_batch)
+    def launch(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[CompiledKernels, BlockConfig]:
+        """The kernels (fetched again when the interpreter mode changed) and this module's tiles ``blocks``."""
         kernels = current_kernels(self)
         if x1.device.type != "cuda" and not kernels.interpret:
             raise KernelError(f"backend 'triton' cannot run on {x1.device.type} tensors: its kernels are "
                               "compiled for CUDA devices", hint=_FIX_HINT)
-        return fused_forward(self, kernels, self.blocks, x1, x2, diag)
+        return kernels, self.blocks
 
 
 def current_kernels(module: FlatParameterKernel) -> CompiledKernels:
