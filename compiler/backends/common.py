@@ -16,7 +16,7 @@ import torch
 from gpytorch.kernels import Kernel
 
 from ..errors import KernelError, KernelNameError, did_you_mean
-from ..ir import KernelIR, Product, Sum, Term
+from ..ir import KernelIR, Product, Term
 
 
 class HyperparameterMixin:
@@ -152,13 +152,13 @@ class HyperparameterMixin:
         ``change`` applied to their own parameters and ``new_batch`` as their batch shape."""
         batch = self.batch_shape
         new = deepcopy(self)
-        for module in new.modules():
-            if not isinstance(module, Kernel) or module._batch_shape != batch:
-                continue  # e.g. a ProductKernel: its batch shape is its children's
+        # Chosen before any changes: gpytorch's Kernel.batch_shape broadcasts a kernel's own with its sub-kernels'.
+        kernels = [module for module in new.modules() if isinstance(module, Kernel) and module.batch_shape == batch]
+        for module in kernels:
             for param in module.parameters(recurse=False):
                 param.data = change(param.data)
                 param.grad = None
-            module._batch_shape = new_batch
+            module.batch_shape = new_batch
         return new
 
     def describe(self, batch_index: int | tuple[int, ...] | None = None) -> str:

@@ -143,3 +143,21 @@ def test_index_a_lazily_evaluated_kernel_tensor(backend):
     # A kernel batch that broadcasts against the inputs' batch: gpytorch expands it, then indexes.
     k1 = kernel(backend, batch_shape=(2,))
     torch.testing.assert_close(k1(x)[2, 1].to_dense(), dense(k1, x)[2, 1])
+
+
+
+def test_rebatching_a_module_tree_with_a_shared_node():
+    """On ``reference``, indexing and expanding rebatch every module of the tree, a node used twice
+    (a second parent's ``SharedKernel`` holds no parameters of its own) and products included."""
+    k = kd.compile("a = rbf({x})\na * matern52({y}) + a + categorical({z})", FEATURES, backend="reference",
+                   batch_shape=(3,)).to(F64)
+    k.set_hyperparameters(random_hyperparameters(k, torch.Generator().manual_seed(0)))
+    x = points(3, 4)
+    K = dense(k, x)
+    for index, batch in ((slice(1, None), (2,)), (2, ())):
+        sub = k[index]
+        assert sub.batch_shape == batch
+        torch.testing.assert_close(dense(sub, x[index]), K[index])
+    expanded = k.expand_batch(2, 3)
+    assert expanded.batch_shape == (2, 3) and all(p.shape[:2] == (2, 3) for p in expanded.parameters())
+    torch.testing.assert_close(dense(expanded, x), K.expand(2, 3, 4, 4))
