@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from . import ast
-from .errors import KernelError, KernelNameError, did_you_mean
+from .errors import KernelError, KernelNameError, did_you_mean, feature_hint
 from .ir import Span
 from .kinds import BY_FUNCTION
 
@@ -23,6 +23,9 @@ FUNCTIONS = (*BASE_FUNCTIONS, *SUGAR_FUNCTIONS)
 DEFAULT_KIND = "matern52"
 """The base kernel of a bare group, feature or feature set used as a kernel."""
 RESULT_NAME = "kernel"
+ALL_GROUP = "all"
+"""The built-in group of every feature. A definition or a ``groups=`` entry of that name replaces it,
+and a feature of that name keeps it (then there is no built-in group)."""
 
 
 class KernelWarning(UserWarning):
@@ -59,6 +62,10 @@ class Scope:
     def known_names(self) -> list[str]:
         return [*self.kernels, *self.groups, *self.features]
 
+    def hint(self, name: str, known: Sequence[str]) -> str | None:
+        """Every feature named ``<name>_...`` (a choice's one-hot features), else the closest ``known`` name."""
+        return feature_hint(name, self.features, known)
+
 
 def check_features(features: Sequence[str]) -> tuple[str, ...]:
     """Validate the ``features=`` argument: a non-empty list of unique, non-empty strings."""
@@ -83,6 +90,9 @@ def check(program: ast.Program, features: tuple[str, ...],
     scope = Scope(program, features)
     index = {f: i for i, f in enumerate(features)}
     python_groups = check_groups(groups, index)
+    defined = {s.name for s in program.statements if isinstance(s, ast.Definition)}
+    if ALL_GROUP not in index and ALL_GROUP not in python_groups and ALL_GROUP not in defined:
+        python_groups = {ALL_GROUP: features, **python_groups}
     source_groups = _collect_definitions(scope, index, python_groups)
     _resolve_groups(scope, python_groups, source_groups)
     _check_references(scope)
@@ -163,7 +173,7 @@ def _python_group(scope: Scope, name: str, members: tuple[str, ...], index: Mapp
             scope.used.add(m)
         else:
             raise KernelNameError(f"group '{name}' names '{m}', which is neither a feature nor a group",
-                                  hint=did_you_mean(m, [*scope.features, *declared]))
+                                  hint=scope.hint(m, [*scope.features, *declared]))
         for col in member_cols:
             if col in cols:
                 raise KernelError(f"group '{name}' lists feature '{scope.features[col]}' twice")
@@ -232,7 +242,7 @@ def _feature_set(scope: Scope, fs: ast.FeatureSet) -> tuple[int, ...]:
         else:
             known = [*scope.features, *scope.groups]
             raise scope.error(KernelNameError, f"unknown feature '{feat.name}'", feat.span,
-                              did_you_mean(feat.name, known))
+                              scope.hint(feat.name, known))
         for col in members:
             if col in cols:
                 raise scope.error(KernelError, f"feature '{scope.features[col]}' appears twice in this set",
@@ -255,7 +265,7 @@ def feature_columns(scope: Scope, expr: ast.Expr, func: str) -> tuple[tuple[int,
             raise scope.error(KernelError, f"{func}() takes a feature set or group, but '{expr.name}' is a kernel",
                               expr.span, "write the features in braces, e.g. matern52({a, b}), or use a group")
         raise scope.error(KernelNameError, f"unknown group or feature '{expr.name}'", expr.span,
-                          did_you_mean(expr.name, [*scope.groups, *scope.features]))
+                          scope.hint(expr.name, [*scope.groups, *scope.features]))
     raise scope.error(KernelError, f"{func}() takes a feature set or group, not a kernel expression",
                       _span_of(expr), "write the features in braces, e.g. " + func + "({a, b})")
 
@@ -267,7 +277,7 @@ def _check_references(scope: Scope) -> None:
             if expr.name in scope.kernels or expr.name in scope.groups:
                 scope.used.add(expr.name)
             elif expr.name not in scope.features:
-                hint = did_you_mean(expr.name, [*scope.known_names(), *FUNCTIONS])
+                hint = scope.hint(expr.name, [*scope.known_names(), *FUNCTIONS])
                 raise scope.error(KernelNameError, f"unknown name '{expr.name}': not a definition, group or feature",
                                   expr.span, hint)
         elif isinstance(expr, ast.FeatureSet):

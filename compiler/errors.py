@@ -10,6 +10,9 @@ NAME_LIMIT = 40
 """Longer names are cut to this many characters (and '…') wherever a message quotes them."""
 LINE_LIMIT = 100
 """Longer source lines are shown as this many characters around the caret."""
+FAMILY_LIMIT = 12
+"""At most this many features of a family (``opt_adam``, ``opt_sgd``, ...) are listed in a hint."""
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LONG_QUOTED = re.compile(r"(?<!\w)'([^'\n]{%d,})'(?!\w)" % (NAME_LIMIT + 1))
 """A quoted name: quotes that are not apostrophes inside words (``Triton's``, ``backend='torch'``)."""
 
@@ -97,3 +100,19 @@ def did_you_mean(name: str, known: Iterable[str]) -> str | None:
     """A 'did you mean ...?' hint, or None."""
     match = closest(name, known)
     return f"did you mean '{match}'?" if match else None
+
+
+def feature_name(name: str) -> str:
+    """``name`` as written inside ``{...}``: bare when it is an identifier, else in double quotes."""
+    return name if _IDENTIFIER.fullmatch(name) else f'"{name}"'
+
+
+def feature_hint(name: str, features: Iterable[str], known: Iterable[str]) -> str | None:
+    """A hint for an unknown name: every feature named ``<name>_...`` (e.g. the one-hot features of a
+    choice ``opt``: ``{opt_adam, opt_sgd}``), else the closest of the ``known`` names, or None."""
+    family = [f for f in features if name and f.startswith(name + "_")]
+    if not family:
+        return did_you_mean(name, known)
+    shown = ", ".join(feature_name(shorten(f)) for f in family[:FAMILY_LIMIT])
+    more = f", … ({len(family)} in all)" if len(family) > FAMILY_LIMIT else ""
+    return f"did you mean {{{shown}{more}}}? (every feature named {shorten(name)}_*)"

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 from . import ast
-from .ir import KernelIR, Product, Sum
+from .check import ALL_GROUP
+from .errors import KernelNameError
+from .ir import KernelIR, Product, Span, Sum
 from .lower import compile_ir
 from .parse import parse
 
@@ -59,14 +61,20 @@ def infer_features(source: str, groups: Mapping[str, Sequence[str]] | None = Non
     """The feature names ``source`` uses, in order of first use: every name in an expression or a
     feature set that is not a definition or a group (members of ``groups`` count where the group is used).
 
-    For reading a kernel without its feature list; raises ``KernelSyntaxError`` if it does not parse.
+    For reading a kernel without its feature list; raises ``KernelSyntaxError`` if it does not parse,
+    and ``KernelNameError`` where it uses the built-in group ``all`` (every feature: unknown here).
     """
     program = parse(source)
     groups = dict(groups or {})
     defined = {s.name for s in program.statements if isinstance(s, ast.Definition)} | set(groups)
     found: dict[str, None] = {}
 
-    def use(name: str, quoted: bool = False) -> None:
+    def use(name: str, quoted: bool = False, span: Span | None = None) -> None:
+        if name == ALL_GROUP and not quoted and name not in defined:
+            where = {} if span is None else {"source": source, "line": span.line, "column": span.column}
+            raise KernelNameError(f"'{ALL_GROUP}' is the built-in group of every feature, and the features are "
+                                  "not known here", hint="name them (--features, or --space-module on the command "
+                                  "line; features=... from Python)", **where)
         if quoted or name not in defined:
             found.setdefault(name)
         elif name in groups:  # a group from ``groups``: its members, once
@@ -75,10 +83,10 @@ def infer_features(source: str, groups: Mapping[str, Sequence[str]] | None = Non
 
     def visit(expr) -> None:
         if isinstance(expr, ast.Name):
-            use(expr.name)
+            use(expr.name, span=expr.span)
         elif isinstance(expr, ast.FeatureSet):
             for feature in expr.features:
-                use(feature.name, feature.quoted)
+                use(feature.name, feature.quoted, feature.span)
         elif isinstance(expr, ast.Call):
             for arg in expr.args:
                 visit(arg)

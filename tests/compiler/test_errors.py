@@ -230,3 +230,45 @@ def test_random_text_raises_only_kernel_errors(text):
             kd.compile_ir(text, ["a", "b"], {"g": ["a"]})
         except KernelError:
             pass
+
+
+CHOICE_FEATURES = ["lr", "opt_adam", "opt_sgd", "opt_rms-prop", "optimum"]
+
+
+@pytest.mark.parametrize("source", ["categorical({opt})", "categorical(opt)", "lr * opt", "fj({lr, opt})"])
+def test_a_choice_name_suggests_every_feature_of_the_choice(source):
+    with pytest.raises(KernelNameError) as info:
+        kd.compile(source, features=CHOICE_FEATURES)
+    assert str(info.value).endswith('did you mean {opt_adam, opt_sgd, "opt_rms-prop"}? (every feature named opt_*)')
+    with pytest.raises(KernelNameError, match=r"did you mean \{opt_adam, opt_sgd, \"opt_rms-prop\"\}\?"):
+        kd.compile("categorical(g)", features=CHOICE_FEATURES, groups={"g": ["opt"]})
+
+
+def test_a_long_family_is_cut():
+    features = [f"c_{i}" for i in range(30)]
+    with pytest.raises(KernelNameError, match=r"\{c_0, c_1, .*, c_11, … \(30 in all\)\}"):
+        kd.compile("categorical(c)", features=features)
+
+
+def test_all_is_the_built_in_group_of_every_feature():
+    features = ["a", "b", "c"]
+    assert kd.compile_ir("matern52(all)", features).terms[0].features == (0, 1, 2)
+    assert kd.compile_ir("fj(all)", features).num_terms == 4  # additive over 3 features + the joint term
+    assert kd.compile_ir("rest = {all}\nmatern52(rest)", features).terms[0].features == (0, 1, 2)
+    # a definition or a groups= entry named all replaces it, and a feature named all keeps its name
+    assert kd.compile_ir("all = {a, b}\nmatern52(all)", features).terms[0].features == (0, 1)
+    assert kd.compile_ir("matern52(all)", features, {"all": ["c"]}).terms[0].features == (2,)
+    assert kd.compile_ir("matern52(all)", ["a", "all"]).terms[0].features == (1,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the built-in group unused is no warning
+        kd.compile_ir("matern52(a)", features)
+
+
+def test_all_without_features_is_a_clear_error():
+    from kerneldsl.compiler.explain import infer_features
+
+    with pytest.raises(KernelNameError) as info:
+        infer_features("k = matern52(all) * a\nk")
+    assert (info.value.line, info.value.column) == (1, 14)
+    assert "'all' is the built-in group of every feature, and the features are not known here" in str(info.value)
+    assert infer_features("all = {a, b}\nmatern52(all) * c") == ["a", "b", "c"]
