@@ -1,9 +1,10 @@
-"""The ``kerneldsl`` command line: ``explain`` a kernel source, ``cv`` kernels on sweep or journal data,
-``fit`` one and draw what it learned."""
+"""The ``kerneldsl`` command line: ``explain`` a kernel source, list the ``features`` of a space module,
+``cv`` kernels on sweep or journal data, ``fit`` one and draw what it learned, ``bench`` the backends."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -90,6 +91,27 @@ def _explain(args: argparse.Namespace) -> int:
         print(f"# features inferred from the names the source uses (set them with --features or "
               f"--space-module): {', '.join(features) or 'none'}\n")
     print(explain(source, features, groups or None))
+    return 0
+
+
+def _features_command(args: argparse.Namespace) -> int:
+    from .model import default_feature_chain
+    from .space_module import load_space_module
+
+    user = load_space_module(args.space_module, require_chain=False)
+    if args.default or user.feature_chain is None:
+        chain = default_feature_chain(user.space)
+        what = ("the default feature chain of `space` (kerneldsl.Study's when given none"
+                + ("" if args.default else "; the module has no feature_chain") + ")")
+    else:
+        chain, what = user.feature_chain, "feature_chain"
+    origins = chain.origins()
+    print(f"# {len(origins)} features of {args.space_module}: {what}; the names a kernel source refers to, in "
+          f"column order (the built-in group `all` is every one)")
+    width = max(len(o.feature) for o in origins)
+    for o in origins:
+        names = ", ".join(o.parameters) or "none"
+        print(f"{o.feature:<{width}}  {o.formula}  ({o.transform}; parameter{'s' * (len(o.parameters) != 1)} {names})")
     return 0
 
 
@@ -206,6 +228,46 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+DESCRIPTION = """A kernel language for hands-on Bayesian optimisation, on the command line:
+explain a kernel source, list the features of a search space, compare kernels by
+cross-validation on past trials, fit one and draw what it learned, and time it on
+every backend."""
+
+TOP_EPILOG = """Run 'kerneldsl COMMAND --help' for a command's options and examples.
+Examples (in a checkout of the repository):
+  kerneldsl features --space-module examples/mnist_space.py
+  kerneldsl explain examples/mnist_hands_on.kernel --space-module examples/mnist_space.py
+"""
+
+SPACE_MODULE_HELP = """The space module is a Python file (or importable module name) defining
+  space          a kerneldsl.Space the sweep's configs are validated against, and
+  feature_chain  a kerneldsl.Chain turning search points into the named features
+                 that the kernel source refers to (kerneldsl features lists them).
+It is required: it describes your sweep (a checkout of the repository has the
+MNIST sweep's as examples/mnist_space.py).
+The data are a sweep file, JSON lines {"trial", "config", "result"} (--target cost reads
+its "cost", else "training_time"), or a journal of kd.tick_tock (loss of the trials that
+finished "ok", cost of every trial). Trials without the output are left out."""
+
+CV_EPILOG = SPACE_MODULE_HELP + """ Metrics are
+in the target's space (log(output) with --log): the predictive of each held-out trial is
+Gaussian and includes observation noise.
+Progress: a bar on a terminal; in a log file (stderr not a terminal) one line per
+finished cell.
+Example:
+  kerneldsl cv --data ../shared/data/mnist1_sweep.jsonl --log --n 40,80 --seeds 5 \\
+      --kernel examples/mnist_hands_on.kernel --kernel botorch_default --plot cv.png \\
+      --space-module examples/mnist_space.py
+"""
+
+FIT_EPILOG = SPACE_MODULE_HELP + """
+The fit is the MAP of the kernel's hyperparameters (with --restarts R, the best of R + 1
+fits from draws of the priors) on the standardised target.
+Example:
+  kerneldsl fit --data ../shared/data/mnist1_sweep.jsonl --kernel examples/mnist_hands_on.kernel \\
+      --space-module examples/mnist_space.py --log --plot structure.png
+"""
+
 BENCH_EPILOG = """Times, on random inputs (features uniform in [0, 1]) and random hyperparameters:
   forward   K(X, X) over N points, no gradient
   fwd+bwd   K(X, X) and its backward to the hyperparameters
@@ -215,37 +277,28 @@ for each backend and kernel batch size B (batch_shape [B], inputs [B, N, d]), as
 of interleaved repeats (CUDA events on a GPU), with peak memory per cell measured in a
 fresh process, and speed-ups against the first backend (reference by default).
 Backends that cannot run here (triton without a CUDA device) are listed as skipped.
+Progress: a bar on a terminal; in a log file (stderr not a terminal) one line per
+finished step.
 Example:
   kerneldsl bench examples/mnist_hands_on.kernel --space-module examples/mnist_space.py --threads 1
-"""
-
-
-CV_EPILOG = """The space module is a Python file (or importable module name) defining
-  space          a kerneldsl.Space the sweep's configs are validated against, and
-  feature_chain  a kerneldsl.Chain turning search points into the named features
-                 that the kernel source refers to.
-It is required: it describes your sweep (a checkout of the repository has the
-MNIST sweep's as examples/mnist_space.py).
-The data are a sweep file, JSON lines {"trial", "config", "result"} (--target cost reads
-its "cost", else "training_time"), or a journal of kd.tick_tock (loss of the trials that
-finished "ok", cost of every trial). Trials without the output are left out. Metrics are
-in the target's space (log(output) with --log): the predictive of each held-out trial is
-Gaussian and includes observation noise.
-Examples:
-  kerneldsl cv --data ../shared/data/mnist1_sweep.jsonl --log --n 40,80 --seeds 5 \\
-      --kernel examples/mnist_hands_on.kernel --kernel botorch_default --plot cv.png \\
-      --space-module examples/mnist_space.py
-  kerneldsl fit --data ../shared/data/mnist1_sweep.jsonl --kernel examples/mnist_hands_on.kernel \\
-      --space-module examples/mnist_space.py --log --plot structure.png
 """
 
 EXPLAIN_EPILOG = """The features (input columns, in order) come from --features, or from the
 feature_chain of --space-module; with neither, they are inferred from the names
 the source uses (every name that is not a definition or a group, in order of
-first use), and the output says so.
+first use), and the output says so. The built-in group `all` (every feature)
+needs them named.
 Examples:
   kerneldsl explain examples/mnist_hands_on.kernel --space-module examples/mnist_space.py
   kerneldsl explain my.kernel --features log_lr,log_wd,momentum --group lr=log_lr,log_wd
+"""
+
+FEATURES_EPILOG = """Each line: the feature, the transform that makes it, how, and the search
+parameters it depends on. Without a feature_chain in the module (or with --default),
+the default chain of its space: every numeric search coordinate as it is (log_<name>
+for parameters searched in log space) and every choice one-hot (<choice>_<value>).
+Example:
+  kerneldsl features --space-module examples/mnist_space.py
 """
 
 
@@ -265,12 +318,22 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kerneldsl", description=__doc__)
+def _command(sub, name: str, summary: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """A sub-command with its one-line summary (in ``kerneldsl --help``), description and epilog."""
+    return sub.add_parser(name, help=summary, description=description, epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``kerneldsl`` argument parser, every sub-command included."""
+    parser = argparse.ArgumentParser(prog="kerneldsl", description=DESCRIPTION, epilog=TOP_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("explain", help="print the parsed kernel, its intermediate form, or its error",
-                       epilog=EXPLAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _command(sub, "explain", "print the parsed kernel, its intermediate form, or its error",
+                 "Parse and compile a kernel-language source; print the program as parsed and its intermediate "
+                 "form (base terms, levels of sums and products, parameter count), or the error with its place.",
+                 EXPLAIN_EPILOG)
     p.add_argument("source", help="kernel-language source file")
     columns = p.add_mutually_exclusive_group()
     columns.add_argument("--features", help="comma-separated feature names (input columns, in order)")
@@ -280,11 +343,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="a group of features or other groups (repeatable)")
     p.set_defaults(run=_explain)
 
-    p = sub.add_parser("cv", help="compare kernels by leave-one-out cross-validation on sweep or journal data",
-                       description="Leave-one-out cross-validation of SingleTaskGPs with kernel-language kernels and "
-                                   "named baselines, on the same folds of the same subsets, paired by seed "
-                                   "(one batched model over the folds, refitted per fold).",
-                       epilog=CV_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _command(sub, "features", "list the features of a space module, with the parameters each comes from",
+                 "List the features of a space module's feature chain: the names a kernel source refers to, "
+                 "one per line, with the transform and the search parameters each comes from.", FEATURES_EPILOG)
+    p.add_argument("--space-module", required=True, metavar="FILE_OR_MODULE",
+                   help="module defining `space` (and usually `feature_chain`)")
+    p.add_argument("--default", action="store_true",
+                   help="list the default feature chain of `space` even when the module has a feature_chain")
+    p.set_defaults(run=_features_command)
+
+    p = _command(sub, "cv", "compare kernels by leave-one-out cross-validation on sweep or journal data",
+                 "Leave-one-out cross-validation of SingleTaskGPs with kernel-language kernels and named "
+                 "baselines, on the same folds of the same subsets, paired by seed (one batched model over the "
+                 "folds, refitted per fold).", CV_EPILOG)
     _data_arguments(p)
     p.add_argument("--kernel", required=True, action="append", metavar="FILE_OR_BASELINE",
                    help="kernel-language source file, or a baseline: botorch_default, botorch_mixed, plain_matern "
@@ -302,9 +373,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-fold", action="store_true", help="also print every fold's prediction (one n, one seed)")
     p.set_defaults(run=_cv)
 
-    p = sub.add_parser("bench", help="time a kernel's forward, backward and exact MLL on every available backend",
-                       description="Benchmark a kernel-language kernel on the backends available on this machine.",
-                       epilog=BENCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _command(sub, "fit", "fit one GP on all the data, print the kernel and draw its learned structure",
+                 "Fit one SingleTaskGP with a kernel-language kernel on every trial of the data that has the "
+                 "target; print the kernel with its learned sum weights and lengthscales, and with --plot draw "
+                 "its tree and lengthscales.", FIT_EPILOG)
+    _data_arguments(p)
+    p.add_argument("--kernel", required=True, help="kernel-language source file")
+    p.add_argument("--seed", type=int, default=0, help="seed of the restarts (default: %(default)s)")
+    p.add_argument("--plot", default="", help="PNG of the kernel's tree, sum weights and lengthscales")
+    p.set_defaults(run=_fit)
+
+    p = _command(sub, "bench", "time a kernel's forward, backward and exact MLL on every available backend",
+                 "Benchmark a kernel-language kernel on the backends available on this machine.", BENCH_EPILOG)
     p.add_argument("source", help="kernel-language source file")
     names = p.add_mutually_exclusive_group(required=True)
     names.add_argument("--features", help="comma-separated feature names (input columns, in order)")
@@ -322,17 +402,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement (one process per cell)")
     p.add_argument("--json", action="store_true", help="print the results as JSON (with every timed sample)")
     p.set_defaults(run=_bench)
+    return parser
 
-    p = sub.add_parser("fit", help="fit one GP on all the data, print the kernel and draw its learned structure",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=CV_EPILOG)
-    _data_arguments(p)
-    p.add_argument("--kernel", required=True, help="kernel-language source file")
-    p.add_argument("--seed", type=int, default=0, help="seed of the restarts (default: %(default)s)")
-    p.add_argument("--plot", default="", help="PNG of the kernel's tree, sum weights and lengthscales")
-    p.set_defaults(run=_fit)
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``kerneldsl`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except BrokenPipeError:  # e.g. `kerneldsl features ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

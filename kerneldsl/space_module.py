@@ -17,22 +17,29 @@ from .space.parameters import SpaceError
 from .space.space import Space
 from .space.transforms import Chain
 
+
 @dataclass(frozen=True)
 class SpaceModule:
     """What the module provides: the space of the sweep and the chain from search points to features."""
 
     space: Space
-    feature_chain: Chain
+    feature_chain: Chain | None
+    """The module's ``feature_chain``; None only when loaded with ``require_chain=False`` and it has none."""
     module: ModuleType
 
 
-def load_space_module(spec: str | Path) -> SpaceModule:
-    """Import ``spec`` (a ``.py`` path or a dotted module name) and check its ``space`` and ``feature_chain``."""
+def load_space_module(spec: str | Path, require_chain: bool = True) -> SpaceModule:
+    """Import ``spec`` (a ``.py`` path or a dotted module name) and check its ``space`` and ``feature_chain``.
+
+    ``require_chain=False`` accepts a module without ``feature_chain`` (its ``feature_chain`` is then None).
+    """
     module = _import(spec)
     space = getattr(module, "space", None)
     chain = getattr(module, "feature_chain", None)
     if not isinstance(space, Space):
         raise SpaceError(f"space module {spec}: needs a top-level `space = kerneldsl.Space([...])`, found {space!r}")
+    if chain is None and not require_chain:
+        return SpaceModule(space, None, module)
     if not isinstance(chain, Chain):
         raise SpaceError(f"space module {spec}: needs a top-level `feature_chain = kerneldsl.Chain(space, [...])`, "
                          f"found {chain!r}")

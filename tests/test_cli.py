@@ -81,3 +81,76 @@ def test_every_command_reports_bad_input_in_one_line(tmp_path, capsys):
     assert code == 1 and err == "OptionError: --n takes comma-separated integers, got '4,x'\n"
     code, _, err = run(capsys, "bench", HANDS_ON, "--space-module", MNIST_SPACE, "--batch", "0")
     assert code == 1 and err == "OptionError: --batch takes comma-separated positive integers, got '0'\n"
+
+
+def help_text(capsys, *command: str) -> str:
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--help"])
+    assert info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_is_plain_text_and_every_command_has_a_description_and_examples(capsys):
+    top = help_text(capsys)
+    assert "``" not in top and "A kernel language for hands-on Bayesian optimisation" in top
+    commands = top[top.index("{") + 1:top.index("}")].split(",")
+    assert commands == ["explain", "features", "cv", "fit", "bench"]
+    for command in commands:
+        text = help_text(capsys, command)
+        description = text.split("\n\n")[1]  # after the usage
+        assert not description.startswith(("positional arguments", "options")), (command, text)
+        assert "``" not in text and "Example" in text, command
+        example = text[text.index("Example"):].replace("\\\n", " ")
+        assert f"kerneldsl {command} " in example, command
+    fit = help_text(capsys, "fit")
+    assert "Fit one SingleTaskGP" in fit and "--space-module examples/mnist_space.py" in fit
+    assert "kerneldsl fit --data" in fit and "kerneldsl cv --data" not in fit
+
+
+TOY_SPACE = '''
+import kerneldsl as kd
+
+space = kd.Space([kd.Choice("opt", ["adam", "sgd"]), kd.Scalar("lr", 1e-4, 1.0, log=True),
+                  kd.Int("epochs", 1, 30, log=True), kd.Scalar("wd", 0.0, 0.1)])
+'''
+TOY_CHAIN = '''
+feature_chain = kd.Chain(space, [kd.OneHot("opt"), kd.Log("lr", "epochs"),
+                                 kd.Add("log_steps", "log_lr", "log_epochs"), kd.PassThrough("wd")])
+'''
+
+
+def test_features_lists_the_chain_with_where_each_feature_comes_from(tmp_path, capsys):
+    (tmp_path / "toy.py").write_text(TOY_SPACE + TOY_CHAIN)
+    code, out, err = run(capsys, "features", "--space-module", tmp_path / "toy.py")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith(f"# 6 features of {tmp_path / 'toy.py'}: feature_chain;")
+    assert [line.split()[0] for line in lines[1:]] == ["opt_adam", "opt_sgd", "log_lr", "log_epochs", "log_steps",
+                                                        "wd"]
+    assert lines[1].split(None, 1)[1] == "opt == 'adam'  (OneHot; parameter opt)"
+    assert lines[3].split(None, 1)[1] == "log(lr)  (Log; parameter lr)"
+    assert lines[5].split(None, 1)[1] == "log_lr + log_epochs  (Add; parameters lr, epochs)"
+    # Without a feature_chain (or with --default): the default chain of the space, as a Study builds it.
+    (tmp_path / "bare.py").write_text(TOY_SPACE)
+    for argv in (["--space-module", tmp_path / "bare.py"], ["--space-module", tmp_path / "toy.py", "--default"]):
+        code, out, err = run(capsys, "features", *argv)
+        assert code == 0, err
+        lines = out.splitlines()
+        assert "the default feature chain of `space`" in lines[0]
+        assert [line.split()[0] for line in lines[1:]] == ["log_lr", "log_epochs", "wd", "opt_adam", "opt_sgd"]
+    (tmp_path / "empty.py").write_text("x = 1\n")
+    code, _, err = run(capsys, "features", "--space-module", tmp_path / "empty.py")
+    assert code == 1 and "needs a top-level `space = kerneldsl.Space([...])`" in err
+
+
+def test_the_built_in_group_all_from_the_command_line(tmp_path, capsys):
+    (tmp_path / "toy.py").write_text(TOY_SPACE + TOY_CHAIN)
+    (tmp_path / "all.kernel").write_text("matern52(all) * categorical({opt_adam, opt_sgd})\n")
+    code, out, err = run(capsys, "explain", tmp_path / "all.kernel", "--space-module", tmp_path / "toy.py")
+    assert code == 0, err
+    assert "  [0] matern52(opt_adam, opt_sgd, log_lr, log_epochs, log_steps, wd)" in out
+    code, out, err = run(capsys, "explain", tmp_path / "all.kernel")
+    assert code == 1 and "'all' is the built-in group of every feature, and the features are not known" in err
+    (tmp_path / "opt.kernel").write_text("matern52(all) * categorical(opt)\n")
+    code, out, err = run(capsys, "explain", tmp_path / "opt.kernel", "--space-module", tmp_path / "toy.py")
+    assert code == 1 and err.rstrip().endswith("did you mean {opt_adam, opt_sgd}? (every feature named opt_*)")

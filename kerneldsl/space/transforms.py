@@ -32,6 +32,27 @@ Activity = Mapping[str, Tensor]
 
 
 @dataclass(frozen=True)
+class Origin:
+    """How one output of a transform is made: a readable formula and the columns it reads."""
+
+    formula: str
+    inputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FeatureOrigin:
+    """Where a feature of a ``Chain`` comes from (``Chain.origins``)."""
+
+    feature: str
+    transform: str
+    """The class name of the transform that makes it (``Log``, ``OneHot``, ...)."""
+    formula: str
+    """How it is computed from its inputs, e.g. ``log(epochs)``, ``optimizer == 'sgd'``, ``log_a + log_b``."""
+    parameters: tuple[str, ...]
+    """The search-space parameters it depends on, in space order."""
+
+
+@dataclass(frozen=True)
 class Step:
     """A transform bound to a chain: its output names and bounds and how to compute them."""
 
@@ -40,6 +61,7 @@ class Step:
     bounds: tuple[Interval, ...]
     compute: Callable[[Columns, Activity], list[Tensor]]
     same_as: tuple[str | None, ...] = ()  # per output: the input column it merely copies, if any
+    origins: tuple[Origin, ...] = ()  # per output: how it is made (empty: unknown, e.g. a user's transform)
 
 
 class ChainContext:
@@ -128,7 +150,8 @@ class Log(FeatureTransform):
         def compute(columns: Columns, active: Activity) -> list[Tensor]:
             return [columns[n].log() if take_log else columns[n] for n, take_log in sources]
 
-        return Step(self, self.out, tuple(bounds), compute, tuple(copies))
+        origins = tuple(Origin(f"log({name})", (column,)) for name, (column, _) in zip(self.names, sources))
+        return Step(self, self.out, tuple(bounds), compute, tuple(copies), origins)
 
 
 class PassThrough(FeatureTransform):
@@ -146,7 +169,7 @@ class PassThrough(FeatureTransform):
         def compute(columns: Columns, active: Activity) -> list[Tensor]:
             return [columns[n] for n in self.names]
 
-        return Step(self, self.out, bounds, compute, self.names)
+        return Step(self, self.out, bounds, compute, self.names, tuple(Origin(n, (n,)) for n in self.names))
 
 
 class _Combine(FeatureTransform):
@@ -162,6 +185,10 @@ class _Combine(FeatureTransform):
         if len(self.inputs) < self.min_inputs:
             raise SpaceError(f"{name}({out!r}, ...) needs at least {self.min_inputs} inputs, got {list(self.inputs)}")
 
+    def formula(self) -> str:
+        """The output as an expression of the inputs, e.g. ``log_a + log_b``."""
+        return f" {self.symbol} ".join(self.inputs)
+
     @abstractmethod
     def _bounds(self, bounds: list[Interval]) -> Interval: ...
 
@@ -174,11 +201,13 @@ class _Combine(FeatureTransform):
         def compute(columns: Columns, active: Activity) -> list[Tensor]:
             return [self._apply([columns[n] for n in self.inputs])]
 
-        return Step(self, (self.out,), (bounds,), compute, (None,))
+        return Step(self, (self.out,), (bounds,), compute, (None,), (Origin(self.formula(), self.inputs),))
 
 
 class Add(_Combine):
     """``out = a + b + ...`` (a product of quantities when the inputs are logs)."""
+
+    symbol = "+"
 
     def _bounds(self, bounds: list[Interval]) -> Interval:
         return sum(lo for lo, _ in bounds), sum(hi for _, hi in bounds)
@@ -189,6 +218,8 @@ class Add(_Combine):
 
 class Subtract(_Combine):
     """``out = a - b`` (a ratio of quantities when the inputs are logs)."""
+
+    symbol = "-"
 
     def __init__(self, out: str, a: str, b: str) -> None:
         super().__init__(out, a, b)
@@ -204,6 +235,8 @@ class Subtract(_Combine):
 class Multiply(_Combine):
     """``out = a * b * ...`` of plain (linear-scale) features."""
 
+    symbol = "*"
+
     def _bounds(self, bounds: list[Interval]) -> Interval:
         lo, hi = bounds[0]
         for blo, bhi in bounds[1:]:
@@ -217,6 +250,9 @@ class Multiply(_Combine):
 
 class Mean(_Combine):
     """``out = mean(a, b, ...)`` (the log of the geometric mean when the inputs are logs)."""
+
+    def formula(self) -> str:
+        return f"mean({', '.join(self.inputs)})"
 
     def _bounds(self, bounds: list[Interval]) -> Interval:
         n = len(bounds)
@@ -258,7 +294,9 @@ class RelativeToMean(FeatureTransform):
             return [mean.squeeze(-1), *(values - mean).unbind(-1)]
 
         names = (self.mean, *self.out)
-        return Step(self, names, (mean_bounds, *rel_bounds), compute, (None,) * len(names))
+        origins = (Origin(f"mean({', '.join(self.inputs)})", self.inputs),
+                   *(Origin(f"{n} - {self.mean}", self.inputs) for n in self.inputs))
+        return Step(self, names, (mean_bounds, *rel_bounds), compute, (None,) * len(names), origins)
 
 
 def _label(value: Any) -> str:
@@ -301,7 +339,8 @@ class OneHot(FeatureTransform):
                 out.extend(hot.unbind(-1))
             return out
 
-        return Step(self, names, ((0.0, 1.0),) * len(names), compute, (None,) * len(names))
+        origins = tuple(Origin(f"{p.name} == {v!r}", (p.coordinate_name,)) for p in params for v in p.choices)
+        return Step(self, names, ((0.0, 1.0),) * len(names), compute, (None,) * len(names), origins)
 
 
 class Chain(InputTransform):
@@ -368,6 +407,19 @@ class Chain(InputTransform):
     def feature_bounds(self) -> Tensor:
         """``[2, m]`` bounds of the features before normalisation."""
         return torch.stack([self.feature_lower, self.feature_upper])
+
+    def origins(self) -> list[FeatureOrigin]:
+        """Where every feature comes from, in column order: its transform, formula and search parameters."""
+        parameters: dict[str, set[int]] = {name: {i} for i, name in enumerate(self.space.coordinate_names)}
+        out = []
+        for step in self.steps:
+            origins = step.origins or (Origin(repr(step.transform), ()),) * len(step.feature_names)
+            for name, origin in zip(step.feature_names, origins):
+                used = set().union(*(parameters.get(column, set()) for column in origin.inputs))
+                parameters[name] = used
+                out.append(FeatureOrigin(name, type(step.transform).__name__, origin.formula,
+                                         tuple(self.space.parameters[i].name for i in sorted(used))))
+        return out
 
     def describe(self) -> str:
         """A table of features, their (pre-normalisation) bounds and the transform producing each."""

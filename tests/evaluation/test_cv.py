@@ -244,7 +244,7 @@ def test_cli_help_example_names_files_that_exist(capsys):
     with pytest.raises(SystemExit):
         cli_main(["cv", "--help"])
     help_text = capsys.readouterr().out
-    example = help_text[help_text.index("Examples:"):].replace("\\\n", " ").split()
+    example = help_text[help_text.index("Example:"):].replace("\\\n", " ").split()
     for option in ("--kernel", "--space-module"):
         assert (REPO / example[example.index(option) + 1]).is_file(), option
 

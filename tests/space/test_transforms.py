@@ -252,3 +252,17 @@ def test_custom_transforms_and_constant_features():
     assert chain(small_points(2, 0))[:, 0].tolist() == [1.0, 1.0]
     with pytest.raises(kd.SpaceError, match=r"cannot normalise constant features \[\('one', \(1.0, 1.0\)\)\]"):
         kd.Chain(SMALL, [Constant(), kd.PassThrough("y")])
+
+
+def test_origins_name_the_formula_and_the_parameters_of_every_feature():
+    origins = {o.feature: o for o in mnist.feature_chain.origins()}
+    assert list(origins) == list(mnist.feature_chain.feature_names)
+    rel = origins["rel_conv1_weight_decay"]
+    assert (rel.transform, rel.formula) == ("RelativeToMean", "log_conv1_weight_decay - log_mean_weight_decay")
+    assert rel.parameters == tuple(f"{layer}_weight_decay" for layer in mnist.LAYERS)  # through the mean
+    assert origins["log_initial_lr"].parameters == ("1cycle_initial_lr_pct", "1cycle_max_lr")
+    assert origins["nesterov_false"].formula == "nesterov == False"
+    space = kd.Space([kd.Scalar("a", 1.0, 2.0), kd.Scalar("b", 1.0, 2.0)])
+    chain = kd.Chain(space, [kd.Multiply("ab", "a", "b"), kd.Mean("m", "ab", "b"), kd.Subtract("d", "m", "a")])
+    assert [(o.formula, o.parameters) for o in chain.origins()] == [
+        ("a * b", ("a", "b")), ("mean(ab, b)", ("a", "b")), ("m - a", ("a", "b"))]
