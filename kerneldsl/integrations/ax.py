@@ -22,7 +22,9 @@ How Ax's transforms name the columns (they are then scaled to [0, 1] by botorch'
 
 ``configure_kernel(client, "matern52({lr, wd}) + categorical(optimizer)")`` gives an
 ``ax.Client`` Ax's usual strategy (center point, Sobol, then Bayesian optimisation) with that
-kernel, after checking the kernel against the experiment's search space.
+kernel, after checking the kernel against the experiment's search space. Importing this module
+also registers the kernel class with Ax's storage, so ``client.save_to_json_file`` works, and
+``Client.load_from_json_file`` too once this module is imported.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ try:
     from ax.generators.torch.botorch_modular.generator import BoTorchGenerator
     from ax.generators.torch.botorch_modular.input_constructors.covar_modules import covar_module_argparse
     from ax.generators.torch.botorch_modular.utils import ModelConfig
+    from ax.storage.botorch_modular_registry import register_kernel
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("kerneldsl.integrations.ax needs Ax: pip install 'kerneldsl[ax]' "
                       f"(ax-platform), which is not importable here: {err}") from err
@@ -182,6 +185,9 @@ class KernelLanguageKernel(Kernel):
     def set_hyperparameters(self, values: Mapping[str, object]) -> None:
         """Set hyperparameters by readable name (the compiled kernel's ``set_hyperparameters``)."""
         self.kernel.set_hyperparameters(values)
+
+
+register_kernel(KernelLanguageKernel)  # Ax's JSON and SQL storage: a client with this kernel saves and loads
 
 
 @covar_module_argparse.register(KernelLanguageKernel)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 
@@ -13,6 +14,7 @@ pytest.importorskip("ax", reason="Ax is not installed: pip install 'kerneldsl[ax
 from ax.api.client import Client  # noqa: E402
 from ax.api.configs import ChoiceParameterConfig, RangeParameterConfig  # noqa: E402
 from ax.generators.torch.botorch_modular.input_constructors.covar_modules import covar_module_argparse  # noqa: E402
+from ax.storage.json_store.decoder import generation_strategy_from_json  # noqa: E402
 from botorch.models import SingleTaskGP  # noqa: E402
 from botorch.utils.datasets import SupervisedDataset  # noqa: E402
 
@@ -167,3 +169,17 @@ def test_fitted_kernel_before_the_model_phase_says_why():
 def test_configure_kernel_needs_an_experiment():
     with pytest.raises(ValueError, match="configure_experiment"):
         configure_kernel(Client(), "matern52(x)")
+
+
+def test_a_client_with_the_kernel_saves_and_loads(tmp_path):
+    client = three_parameter_client()
+    configure_kernel(client, "matern52({x, y}) + fj(lr)", groups={"xy": ["x", "y"]}, initialization_budget=2)
+    path = tmp_path / "snapshot.json"
+    client.save_to_json_file(str(path))
+    strategy = generation_strategy_from_json(json.loads(path.read_text())["generation_strategy"])
+    config = strategy.nodes_by_name["MBM"].generator_specs[0].generator_kwargs["surrogate_spec"].model_configs[0]
+    assert config.covar_module_class is KernelLanguageKernel
+    assert config.covar_module_options == {"source": "matern52({x, y}) + fj(lr)", "backend": "auto",
+                                           "groups": {"xy": ["x", "y"]}}
+    loaded = Client.load_from_json_file(str(path))
+    assert len(loaded.get_next_trials(max_trials=1)) == 1
