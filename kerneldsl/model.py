@@ -176,7 +176,7 @@ def _sample_from_priors(model: torch.nn.Module, generator: torch.Generator | Non
             if setting_closure is None:
                 continue
             shape = closure(module).shape
-            prior_shape = prior._extended_shape()
+            prior_shape = prior.batch_shape + prior.event_shape
             sample_shape = shape if prior_shape.numel() == 1 else shape[:len(shape) - len(prior_shape)]
             setting_closure(module, prior.sample(sample_shape).reshape(shape))
         for name, p in model.named_parameters():

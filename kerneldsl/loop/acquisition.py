@@ -18,12 +18,13 @@ import math
 import warnings
 
 import torch
-from botorch.acquisition.logei import TAU_MAX, TAU_RELU, LogImprovementMCAcquisitionFunction, _log_improvement
+from botorch.acquisition.logei import TAU_MAX, TAU_RELU, LogImprovementMCAcquisitionFunction
 from botorch.acquisition.logei import qLogNoisyExpectedImprovement
 from botorch.acquisition.objective import GenericMCObjective
 from botorch.exceptions.warnings import BotorchWarning
 from botorch.models.model import Model
 from botorch.sampling.base import MCSampler
+from botorch.utils.safe_math import log_fatplus, log_softplus
 from botorch.utils.transforms import match_batch_shape
 from torch import Tensor
 
@@ -105,7 +106,7 @@ class qLogCostImprovement(LogImprovementMCAcquisitionFunction):
         super().__init__(model=model, sampler=sampler, objective=GenericMCObjective(_negative_log_cost),
                          constraints=constraints, eta=eta, fat=fat, tau_max=tau_max, X_pending=X_pending)
         self.register_buffer("X_reference", X_reference)
-        self.tau_relu = tau_relu
+        self.tau_relu, self._fat_improvement = tau_relu, fat
         self._threshold: Tensor | None = None
         self._reference_obj: Tensor | None = None
 
@@ -123,4 +124,6 @@ class qLogCostImprovement(LogImprovementMCAcquisitionFunction):
         return samples, self.objective(samples, X=X)
 
     def _sample_forward(self, obj: Tensor) -> Tensor:
-        return _log_improvement(Y=obj, best_f=self._reference_obj, tau=self.tau_relu, fat=self._fat)
+        # log of the softplus-smoothed improvement, as botorch's log-EI family computes it
+        log_soft_clamp = log_fatplus if self._fat_improvement else log_softplus
+        return log_soft_clamp(obj - self._reference_obj.unsqueeze(-1).to(obj), tau=self.tau_relu)
