@@ -21,14 +21,15 @@ from .compiler.lower import compile_ir
 from .compiler.options import KernelOptions
 from .evaluation import CrossValidationError, Sweep, SweepError, cross_validate, kernel_model, load_sweep, loo_cv
 from .loop import (AcquisitionOptions, BaseProposer, Budget, CostStopping, History, JournalError, ModelOptions, Phase,
-                   Proposal, ProposalRequest, RandomProposer, Report, Schedule, Study, StudyError, SyntheticTask,
-                   TickTockProposer, TickTockResult, Trial, TrialState, tick_tock)
+                   Proposal, ProposalRequest, RandomProposer, ReadOnlyStudy, Report, Schedule, Study, StudyError,
+                   SyntheticTask, TickTockProposer, TickTockResult, Trial, TrialState, tick_tock)
 from .model import KernelGP
 from .space import (Add, Chain, Choice, ConfigError, FeatureTransform, Int, LinearConstraint, Log, Mean, Multiply,
                     OneHot, PassThrough, RelativeToMean, SamplingError, Scalar, Space, SpaceError, Subtract,
                     initial_design, sample)
 from .model import fit_map
 from .evaluation.structure import plot_structure
+from .tasks import SurrogateTask
 
 __all__ = ["__version__", "compile", "build", "compile_ir", "KernelIR", "KernelOptions",
            "KernelError", "KernelNameError", "KernelSyntaxError", "KernelWarning",
@@ -39,4 +40,5 @@ __all__ = ["__version__", "compile", "build", "compile_ir", "KernelIR", "KernelO
            "OneHot", "PassThrough",
            "Study", "StudyError", "Trial", "TrialState", "Phase", "tick_tock", "TickTockResult", "SyntheticTask",
            "JournalError", "CostStopping", "Budget", "Report", "Schedule", "ModelOptions", "AcquisitionOptions",
-           "BaseProposer", "ProposalRequest", "Proposal", "RandomProposer", "TickTockProposer", "History"]
+           "BaseProposer", "ProposalRequest", "Proposal", "RandomProposer", "TickTockProposer", "History",
+           "SurrogateTask"]
