@@ -41,4 +41,4 @@ __all__ = ["__version__", "compile", "build", "compile_ir", "KernelIR", "KernelO
            "Study", "StudyError", "Trial", "TrialState", "Phase", "tick_tock", "TickTockResult", "SyntheticTask",
            "JournalError", "CostStopping", "Budget", "Report", "Schedule", "ModelOptions", "AcquisitionOptions",
            "BaseProposer", "ProposalRequest", "Proposal", "RandomProposer", "TickTockProposer", "History",
-           "SurrogateTask"]
+           "ReadOnlyStudy", "SurrogateTask"]
