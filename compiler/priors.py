@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from gpytorch.priors import Prior
-from gpytorch.priors.utils import _bufferize_attributes
 from torch.distributions import Dirichlet
 from torch.nn import Module as TModule
 
@@ -16,7 +15,9 @@ class DirichletPrior(Prior, Dirichlet):
         TModule.__init__(self)
         Dirichlet.__init__(self, concentration=torch.as_tensor(concentration, dtype=torch.get_default_dtype()),
                            validate_args=validate_args)
-        _bufferize_attributes(self, ("concentration",))
+        concentration = self.concentration  # a buffer, so that .to() and state_dict carry it (as gpytorch's priors)
+        del self.concentration
+        self.register_buffer("concentration", concentration.clone())
         self._transform = transform
 
     def expand(self, batch_shape):
