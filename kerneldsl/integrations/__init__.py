@@ -5,4 +5,6 @@ Each integration is its own module with its own extra, imported explicitly so th
 
 - ``kerneldsl.integrations.ax`` (``pip install 'kerneldsl[ax]'``): a kernel-language kernel as
   the GP kernel of Ax's Bayesian optimisation (``ax.Client``).
+- ``kerneldsl.integrations.optuna`` (``pip install 'kerneldsl[optuna]'``): ``HandsOnSampler``, an
+  Optuna sampler whose model-based trials are kerneldsl's tick-tock proposals with your kernels.
 """
