@@ -19,6 +19,12 @@ step, in a fresh process per cell with a fixed glibc mmap threshold so that free
 tensors go back to the system: it counts everything the step holds at its peak (tensors
 saved for backward, temporaries, gradients). On CUDA it is ``torch.cuda.max_memory_allocated``
 growth instead.
+
+The gpytorch module tree (``reference``) keeps about `REFERENCE_TABLES_PER_TERM` tables of
+``batch x n x n`` values per base term through a forward and backward;
+``reference_memory_bytes`` estimates that, and `bench` warns (`MemoryWarning`) before a
+cell would need more than `REFERENCE_MEMORY_WARNING` bytes. Long runs show their progress
+(`kerneldsl.progress.Progress`: a bar on a terminal, one line per finished step in a log).
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import queue as queues
 import statistics
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -36,6 +44,7 @@ import torch
 from .compiler.backends import BACKENDS, get_backend
 from .compiler.errors import did_you_mean
 from .compiler.ir import KernelIR
+from .progress import Progress
 
 WORKLOADS = ("train", "mll", "acqf")
 MEASURES = {"forward": ("train", 0), "forward+backward": ("train", 1), "mll": ("mll", 1)}
@@ -47,6 +56,36 @@ DTYPES = ("float64", "float32")
 
 class BenchError(ValueError):
     """Bad benchmark options (a backend, batch size, dtype or device that cannot be benchmarked)."""
+
+
+class MemoryWarning(UserWarning):
+    """A run is estimated to need a lot of memory (the gpytorch tree of the ``reference`` backend)."""
+
+
+REFERENCE_TABLES_PER_TERM = 13
+"""Tables of ``batch x n x m`` values the gpytorch tree holds per base term at the peak of a forward and
+backward (measured: 12.9 for the MNIST example's 25 Matern 5/2 terms at n = 150-381, batch 1-4)."""
+REFERENCE_MEMORY_WARNING = 2 * 2**30
+"""Bytes above which `warn_reference_memory` warns."""
+
+
+def reference_memory_bytes(ir: KernelIR, n: int, batch: int = 1, itemsize: int = 8, m: int | None = None) -> int:
+    """Estimated peak bytes of the ``reference`` backend's K(X1, X2) forward and backward, ``X1`` of ``n``
+    and ``X2`` of ``m`` points (default ``n``), kernel batch ``batch``, ``itemsize`` bytes per value."""
+    return REFERENCE_TABLES_PER_TERM * ir.num_terms * batch * n * (n if m is None else m) * itemsize
+
+
+def warn_reference_memory(ir: KernelIR, n: int, batch: int = 1, itemsize: int = 8, what: str = "") -> bool:
+    """Warn (`MemoryWarning`) when the ``reference`` backend would need more than `REFERENCE_MEMORY_WARNING`
+    bytes for ``n`` points at kernel batch ``batch``; returns whether it warned."""
+    need = reference_memory_bytes(ir, n, batch, itemsize)
+    if need <= REFERENCE_MEMORY_WARNING:
+        return False
+    warnings.warn(f"the reference backend (gpytorch's module tree) needs about {need / 2**30:.1f} GiB for "
+                  f"{what or 'a forward and backward'} at n = {n}, batch {batch} ({ir.num_terms} base terms x "
+                  f"{REFERENCE_TABLES_PER_TERM} tables of batch x n x n values); the torch and cpu backends need a "
+                  "fraction of it", MemoryWarning, stacklevel=3)
+    return True
 
 
 def random_hyperparameters(ir: KernelIR, batch_shape: Sequence[int] = (), seed: int = 0) -> dict[str, torch.Tensor]:
@@ -122,30 +161,46 @@ def _time_once(fn: Callable[[], None], device: str) -> float:
     return time.perf_counter() - start
 
 
-def time_cells(cells: dict, repeats: int, device: str) -> dict:
+def time_cells(cells: dict, repeats: int, device: str, progress: Progress | None = None) -> dict:
     """Seconds of every ``{cell: {label: fn}}``, each list one sample per repeat, cells interleaved.
 
     Every function runs once first as a warm-up (lazy imports, caches, compilation).
+    ``progress`` counts one step per cell's warm-up and one per repeat.
     """
-    for fns in cells.values():
+    for cell, fns in cells.items():
         for fn in fns.values():
             fn()
+        if progress is not None:
+            progress.finished(f"warm-up of {_cell_name(cell)}", units=1)
     samples = {cell: {label: [] for label in fns} for cell, fns in cells.items()}
-    for _ in range(repeats):
+    for repeat in range(repeats):
         for cell, fns in cells.items():
             for label, fn in fns.items():
                 samples[cell][label].append(_time_once(fn, device))
+        if progress is not None:
+            progress.finished(f"repeat {repeat + 1}/{repeats}", units=1)
     return samples
+
+
+def _cell_name(cell) -> str:
+    """``torch, batch 20`` for a ``(backend, batch)`` cell; the cell as text otherwise."""
+    if isinstance(cell, tuple) and len(cell) == 2:
+        return f"{cell[0]}, batch {cell[1]}"
+    return str(cell)
 
 
 # --- peak memory -------------------------------------------------------------------------------
 
-def _read_status_kb(field_name: str) -> int:
+def read_status_kb(field_name: str) -> int:
+    """A kB field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``, ...)."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field_name + ":"):
                 return int(line.split()[1])
     raise RuntimeError(f"{field_name} not in /proc/self/status")
+
+
+_read_status_kb = read_status_kb  # the former name, which benchmarks/backends.py imports
 
 
 def _peak_memory_child(args, queue) -> None:
@@ -167,9 +222,9 @@ def _peak_memory_child(args, queue) -> None:
             continue
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset the peak resident set (VmHWM) to the current one
-        base = _read_status_kb("VmRSS")
+        base = read_status_kb("VmRSS")
         step()
-        result[workload] = (_read_status_kb("VmHWM") - base) / 1024
+        result[workload] = (read_status_kb("VmHWM") - base) / 1024
     queue.put(result)
 
 
@@ -200,10 +255,15 @@ def peak_memory_mib(ir: KernelIR, backend: str, workloads: Sequence[str], n: int
         else:
             os.environ["MALLOC_MMAP_THRESHOLD_"] = saved
     try:
-        result = queue.get(timeout=3600)
+        while True:  # the child's result, or an error as soon as it dies without one
+            try:
+                return queue.get(timeout=1.0)
+            except queues.Empty:
+                if not proc.is_alive():
+                    raise BenchError(f"the peak-memory process of {backend} at batch {batch} (n={n}) stopped "
+                                     f"with exit code {proc.exitcode} before reporting") from None
     finally:
         proc.join()
-    return result
 
 
 # --- the whole benchmark of one kernel ------------------------------------------------------------
@@ -327,11 +387,14 @@ def check_options(backends: Sequence[str], batches: Sequence[int], n: int, repea
 
 def bench(ir: KernelIR, kernel: str = "kernel", backends: Sequence[str] = ("reference", "torch", "triton"),
           batches: Sequence[int] = (1,), n: int = 381, repeats: int = 10, dtype: str = "float64",
-          device: str = "auto", memory: bool = True) -> BenchResult:
+          device: str = "auto", memory: bool = True, progress: bool = False, log=None) -> BenchResult:
     """Time forward, forward+backward and the exact MLL of ``ir`` on each backend and batch size.
 
     ``kernel`` labels the result. Backends that cannot run here are reported in ``skipped``
-    with the reason; speed-ups are against the first backend that runs.
+    with the reason; speed-ups are against the first backend that runs. ``progress`` reports
+    each finished step (warm-ups, repeats, memory cells) to ``log`` (default: stderr): a bar on
+    a terminal, one line per step otherwise. A ``reference`` cell estimated to need more than
+    `REFERENCE_MEMORY_WARNING` bytes gets a `MemoryWarning` before anything runs.
     """
     check_options(backends, batches, n, repeats, dtype)
     device = resolve_device(device)
@@ -340,21 +403,32 @@ def bench(ir: KernelIR, kernel: str = "kernel", backends: Sequence[str] = ("refe
     runnable = [b for b in backends if b not in {s.backend for s in skipped}]
     if not runnable:
         raise BenchError("no backend can run here: " + "; ".join(f"{s.backend}: {s.reason}" for s in skipped))
+    if "reference" in runnable:
+        warn_reference_memory(ir, n, max(batches), torch.tensor([], dtype=torch_dtype).element_size(),
+                              "the benchmark's K(X, X) and MLL steps")
     load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     workloads = tuple(dict.fromkeys(w for w, _ in MEASURES.values()))
-    cells = {}
-    for batch in batches:
-        for backend in runnable:
-            steps = {w: make_step(ir, backend, w, n, torch_dtype, device, batch) for w in workloads}
-            cells[backend, batch] = {label: steps[w][i] for label, (w, i) in MEASURES.items()}
-    samples = time_cells(cells, repeats, device)
     reason = memory_unavailable_reason(device) if memory else "not measured (--no-memory)"
-    results = []
-    for (backend, batch), per_label in samples.items():
-        peak = (peak_memory_mib(ir, backend, MEMORY_WORKLOADS, n, torch_dtype, device, batch) if reason is None
-                else {w: None for w in MEMORY_WORKLOADS})
-        results.append(Cell(backend, batch, {k: 1e3 * statistics.median(v) for k, v in per_label.items()},
-                            {k: [1e3 * x for x in v] for k, v in per_label.items()}, peak))
+    cell_count = len(batches) * len(runnable)
+    steps_total = cell_count + repeats + (cell_count if reason is None else 0)
+    with Progress(steps_total, "bench", "step", file=log, enabled=progress) as bar:
+        cells = {}
+        for batch in batches:
+            for backend in runnable:
+                bar.running(f"building {backend}, batch {batch}")
+                steps = {w: make_step(ir, backend, w, n, torch_dtype, device, batch) for w in workloads}
+                cells[backend, batch] = {label: steps[w][i] for label, (w, i) in MEASURES.items()}
+        bar.running("timing")
+        samples = time_cells(cells, repeats, device, bar)
+        results = []
+        for (backend, batch), per_label in samples.items():
+            peak = {w: None for w in MEMORY_WORKLOADS}
+            if reason is None:
+                bar.running(f"peak memory of {backend}, batch {batch}")
+                peak = peak_memory_mib(ir, backend, MEMORY_WORKLOADS, n, torch_dtype, device, batch)
+                bar.finished(f"peak memory of {backend}, batch {batch}", units=1)
+            results.append(Cell(backend, batch, {k: 1e3 * statistics.median(v) for k, v in per_label.items()},
+                                {k: [1e3 * x for x in v] for k, v in per_label.items()}, peak))
     for cell in results:
         base = next(c for c in results if c.backend == runnable[0] and c.batch == cell.batch)
         cell.speedup = {k: base.median_ms[k] / v for k, v in cell.median_ms.items()}

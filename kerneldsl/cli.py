@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -73,6 +74,11 @@ def _features(args: argparse.Namespace) -> list[str] | None:
     if getattr(args, "space_module", None) is not None:
         return list(load_space_module(args.space_module).feature_chain.feature_names)
     return None
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line on stderr, ``KernelWarning: ...`` (not the file and line of the code that warned)."""
+    print(f"{category.__name__}: {message}", file=sys.stderr if file is None else file)
 
 
 def _threads(threads: int) -> None:
@@ -159,6 +165,14 @@ def _cv(args: argparse.Namespace) -> int:
     user, sweep, X, Y, keep, output = _target_data(args)
     candidates = _candidates(args.kernel, sources, user.feature_chain, user.space, args.backend, args.restarts)
     sizes = cmp.check_sizes(sizes or [len(X)], len(X))
+    if args.backend == "reference":
+        from .bench import warn_reference_memory
+
+        for c in candidates:
+            if getattr(c.factory, "ir", None) is not None:  # a kernel-language model: one batch of folds
+                n = max(sizes)
+                folds = min(args.held_out or n, args.chunk_size or n)
+                warn_reference_memory(c.factory.ir, n - 1, folds, what=f"{c.name}'s batched fit of {folds} folds")
     seeds = range(args.seed, args.seed + args.seeds)
     target = f"log({output})" if args.log else output
     print(f"{args.data}: {len(sweep)} trials, {int(keep.sum())} with {output!r}; target {target}; "
@@ -223,7 +237,7 @@ def _bench(args: argparse.Namespace) -> int:
     batches = _int_list(args.batch, "--batch", positive=True)
     result = bench(compile_ir(source, features), kernel=args.source, backends=_names(args.backends),
                    batches=batches, n=args.n, repeats=args.repeats, dtype=args.dtype, device=args.device,
-                   memory=not args.no_memory)
+                   memory=not args.no_memory, progress=True)
     print(json.dumps(result.to_json(), indent=2) if args.json else result.table())
     return 0
 
@@ -409,7 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``kerneldsl`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.run(args)
     except BrokenPipeError:  # e.g. `kerneldsl features ... | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

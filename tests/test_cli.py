@@ -154,3 +154,25 @@ def test_the_built_in_group_all_from_the_command_line(tmp_path, capsys):
     (tmp_path / "opt.kernel").write_text("matern52(all) * categorical(opt)\n")
     code, out, err = run(capsys, "explain", tmp_path / "opt.kernel", "--space-module", tmp_path / "toy.py")
     assert code == 1 and err.rstrip().endswith("did you mean {opt_adam, opt_sgd}? (every feature named opt_*)")
+
+
+def test_bench_in_a_log_prints_a_line_per_step_and_warns_of_the_reference_memory(tmp_path, capsys, monkeypatch):
+    import kerneldsl.bench as bench
+
+    (tmp_path / "k.kernel").write_text("matern52({a, b}) + rbf(c)\n")
+    monkeypatch.setattr(bench, "REFERENCE_MEMORY_WARNING", 10_000)  # bytes: n = 8 at batch 2 needs about 27 KB
+    code, out, err = run(capsys, "bench", tmp_path / "k.kernel", "--features", "a,b,c", "--n", "8", "--batch", "2",
+                         "--repeats", "2", "--no-memory", "--backends", "reference,torch", "--threads", "1")
+    assert code == 0, err
+    lines = err.splitlines()
+    assert lines[0] == ("MemoryWarning: the reference backend (gpytorch's module tree) needs about 0.0 GiB for the "
+                        "benchmark's K(X, X) and MLL steps at n = 8, batch 2 (2 base terms x 13 tables of batch x n "
+                        "x n values); the torch and cpu backends need a fraction of it")
+    steps = [line.split(" done;")[0] for line in lines[1:]]
+    assert steps == ["bench: warm-up of reference, batch 2", "bench: warm-up of torch, batch 2",
+                     "bench: repeat 1/2", "bench: repeat 2/2"]
+    assert lines[-1].split(" done; ")[1].startswith("4/4 steps, ")
+    assert "reference      2" in out
+    monkeypatch.setattr(bench, "REFERENCE_MEMORY_WARNING", 2 * 2**30)
+    assert bench.reference_memory_bytes(kd.compile_ir("matern52({a, b}) + rbf(c)", ["a", "b", "c"]), 381, 20) \
+        == 13 * 2 * 20 * 381 * 381 * 8

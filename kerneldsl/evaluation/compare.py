@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
+from ..progress import Progress
 from .cv import CrossValidationError, ModelFactory, cross_validate
 
 if TYPE_CHECKING:
@@ -116,10 +117,9 @@ def compare(candidates: Sequence[Candidate], X: Tensor, Y: Tensor, sizes: Sequen
     A record holds ``model``, ``seed`` and the ``CVMetrics`` fields. ``held_out=K`` scores the
     first ``K`` folds of each shuffled subset (random folds; the same for every candidate).
     ``raw``: append each record to this JSON-lines file when it is done; with ``resume``, cells
-    already there are reused. ``progress`` shows a tqdm bar over folds (with time left).
+    already there are reused. ``progress`` shows a tqdm bar over folds (with time left) when ``log``
+    (default: stderr) is a terminal, and one line per finished cell otherwise (a log file).
     """
-    from tqdm import tqdm
-
     log = sys.stderr if log is None else log
     names = [c.name for c in candidates]
     if len(set(names)) != len(names):
@@ -127,19 +127,20 @@ def compare(candidates: Sequence[Candidate], X: Tensor, Y: Tensor, sizes: Sequen
     check_sizes(sizes, X.shape[-2])
     done = read_records(raw) if (raw and resume) else {}
     todo = cells(candidates, sizes, seeds, held_out)
-    remaining = sum(folds for n, seed, c, folds in todo if (c.name, n, seed, folds) not in done)
+    fresh = [cell for cell in todo if (cell[2].name, cell[0], cell[1], cell[3]) not in done]
+    remaining = sum(folds for *_, folds in fresh)
     print(f"cross-validating {len(candidates)} model(s) x {len(sizes)} subset size(s) x {len(seeds)} seed(s): "
           f"{len(todo)} cells, {remaining} folds to fit"
-          + (f" ({len(todo) - sum((c.name, n, s, f) not in done for n, s, c, f in todo)} cells reused)" if done else ""),
-          file=log)
+          + (f" ({len(todo) - len(fresh)} cells reused)" if done else ""), file=log, flush=True)
     records = []
-    with tqdm(total=remaining, unit="fold", desc="cv", file=log, disable=not progress or None) as bar:
+    with Progress(remaining, "cv", "fold", file=log, enabled=progress) as bar:
         for n, seed, candidate, folds in todo:
             key = (candidate.name, n, seed, folds)
             if key in done:
                 records.append(done[key])
                 continue
-            bar.set_postfix_str(f"{candidate.name} n={n} seed={seed}")
+            cell = f"{candidate.name} n={n} seed={seed}"
+            bar.running(cell)
             last = [0]
 
             def advance(finished: int, _total: int) -> None:
@@ -149,6 +150,7 @@ def compare(candidates: Sequence[Candidate], X: Tensor, Y: Tensor, sizes: Sequen
             result = cross_validate(candidate.factory, X, Y, n=n, seed=seed,
                                     held_out=range(folds) if folds < n else None, chunk_size=chunk_size,
                                     progress=advance, restarts=candidate.restarts)
+            bar.finished(f"{cell} ({folds} folds)", units=folds - last[0])
             record = {"model": candidate.name, "seed": seed, **result.metrics().as_dict()}
             records.append(record)
             if raw:

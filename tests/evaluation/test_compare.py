@@ -129,6 +129,11 @@ def test_cli_compares_kernels_on_a_journal(toy_files, capsys):
     captured = capsys.readouterr()
     assert "9 trials, 9 with 'cost'; target log(cost)" in captured.out  # the failed trial has a cost
     assert "2 model(s) x 1 subset size(s) x 2 seed(s): 4 cells, 8 folds to fit" in captured.err
+    progress = [line for line in captured.err.splitlines() if line.startswith("cv: ")]  # stderr is no terminal
+    assert [line.split(" done; ")[0] for line in progress] == [
+        "cv: toy n=6 seed=0 (2 folds)", "cv: botorch_default n=6 seed=0 (2 folds)",
+        "cv: toy n=6 seed=1 (2 folds)", "cv: botorch_default n=6 seed=1 (2 folds)"]
+    assert progress[-1].split(" done; ")[1].startswith("8/8 folds, ")
     assert "| toy | 6 | 2 | 2 |" in captured.out and "| botorch_default | 6 | 2 |" in captured.out
     assert plot.stat().st_size > 0
 
@@ -154,3 +159,18 @@ def test_plot_is_a_figure_and_leaves_the_callers_backend_alone(tmp_path, monkeyp
     assert isinstance(fig, Figure) and len(fig.axes) == len(cmp.METRICS)
     assert (tmp_path / "cv.png").stat().st_size > 10_000
     assert matplotlib.get_backend() == "svg"
+
+
+def test_cli_warns_when_the_reference_backend_needs_much_memory(toy_files, capsys, monkeypatch):
+    import kerneldsl.bench as bench
+
+    path, _ = toy_files
+    monkeypatch.setattr(bench, "REFERENCE_MEMORY_WARNING", 1000)  # bytes
+    args = ["cv", "--data", str(path / "journal.jsonl"), "--space-module", str(path / "toy_space.py"),
+            "--kernel", str(path / "toy.kernel"), "--kernel", "botorch_default", "--target", "cost", "--n", "5",
+            "--held-out", "2", "--backend", "reference", "--threads", "1"]
+    assert cli_main(args) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("MemoryWarning")]
+    assert warned == ["MemoryWarning: the reference backend (gpytorch's module tree) needs about 0.0 GiB for toy's "
+                      "batched fit of 2 folds at n = 4, batch 2 (2 base terms x 13 tables of batch x n x n values); "
+                      "the torch and cpu backends need a fraction of it"]
