@@ -18,12 +18,12 @@ space's numeric coordinates and one-hot choices):
 All three are scikit-learn gradient boosting (`SurrogateOptions`). On the MNIST sweep
 (``examples/mnist_surrogate.py --compare``: 3 repeats of 5-fold cross-validation) it was the most
 accurate tree ensemble for every target (random forests and extra trees had higher RMSE). GPs were
-slightly more accurate (log loss: RMSE 1.062 with the example's hands-on kernel against 1.084; log
-cost: 0.058 with the example's hands-on cost kernel and 0.157 with one Matern 5/2, against 0.179)
-and are deliberately not used: a GP surrogate's landscape is drawn from the model class of the GP-
-based optimisers being benchmarked (kerneldsl's hands-on kernels above all), which would decide such
-a comparison in advance. ``held_out_error()`` gives the chosen models' own held-out error. Fitting
-takes seconds; fitted models are kept in ``$KERNELDSL_CACHE_DIR/surrogates`` (default
+more accurate (log loss slightly: RMSE 1.062 with the example's hands-on kernel against 1.084; log
+cost clearly: 0.058 with the example's hands-on cost kernel and 0.157 with one Matern 5/2, against
+0.179) and are deliberately not used: a GP surrogate's landscape is drawn from the model class of
+the GP-based optimisers being benchmarked (kerneldsl's hands-on kernels above all), which would
+decide such a comparison in advance. ``held_out_error()`` gives the chosen models' own held-out
+error. Fitting takes seconds; fitted models are kept in ``$KERNELDSL_CACHE_DIR/surrogates`` (default
 ``~/.cache/kerneldsl``), keyed by the sweep's bytes, the space, the features and the options.
 
 ``task(config)`` answers ``{"loss": ..., "cost": ...}`` deterministically. With ``noise=1.0`` it
