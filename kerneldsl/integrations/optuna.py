@@ -54,6 +54,7 @@ from typing import Any
 
 import torch
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.search_space import intersection_search_space
 from optuna.study import Study, StudyDirection
@@ -66,6 +67,7 @@ from ..loop.history import History, LossScale
 from ..loop.options import AcquisitionOptions, ModelOptions, Schedule
 from ..loop.proposals import TickTockProposer
 from ..loop.proposer import Proposal, ProposalRequest, seed_for
+from ..loop.stopping import CostEstimate, CostStopping
 from ..loop.trial import Phase, Trial, TrialState
 from ..model import DEFAULT_KERNEL, default_feature_chain
 from ..space.parameters import Choice, ConfigError, Int, Parameter, Scalar, SpaceError
@@ -73,8 +75,8 @@ from ..space.sampling import balanced_sample
 from ..space.space import Space
 from ..space.transforms import Chain
 
-__all__ = ["HandsOnSampler", "OptunaSpace", "Outcomes", "PHASE_ATTR", "ITERATION_ATTR", "HOW_ATTR",
-           "PREDICTION_ATTR", "SECONDS_ATTR", "PARAMS_ATTR", "COST_CONSTRAINT"]
+__all__ = ["HandsOnSampler", "CostPruner", "OptunaSpace", "Outcomes", "PHASE_ATTR", "ITERATION_ATTR", "HOW_ATTR",
+           "PREDICTION_ATTR", "SECONDS_ATTR", "PARAMS_ATTR", "ESTIMATED_COST_ATTR", "STOPPED_ATTR", "COST_CONSTRAINT"]
 
 PHASE_ATTR = "kerneldsl:phase"
 """User attribute: the trial's phase, ``init``, ``tick`` or ``tock``."""
@@ -88,6 +90,10 @@ SECONDS_ATTR = "kerneldsl:seconds"
 """User attribute: seconds spent fitting the models and optimising the acquisition."""
 PARAMS_ATTR = "kerneldsl:params"
 """System attribute: the parameters the sampler proposed (a running trial is a pending point before it suggests them)."""
+ESTIMATED_COST_ATTR = "kerneldsl:estimated_cost"
+"""System attribute: the final cost `CostPruner` estimated for a trial it stopped (what the cost model sees)."""
+STOPPED_ATTR = "kerneldsl:stopped"
+"""User attribute: why `CostPruner` stopped the trial."""
 COST_CONSTRAINT = "max_cost"
 """The key of the Optuna constraint the sampler sets with ``max_cost``: ``cost - max_cost`` (feasible when <= 0)."""
 FIXED_PARAMS = "fixed_params"
@@ -274,6 +280,12 @@ class Outcomes:
             return 1.0
         return _positive(self.recorded_cost(trial, values))
 
+    def stopped_cost(self, trial: FrozenTrial) -> float | None:
+        """The cost of a PRUNED trial: the final cost `CostPruner` estimated when it stopped it, else the cost it
+        recorded."""
+        estimated = _positive(trial.system_attrs.get(ESTIMATED_COST_ATTR))
+        return estimated if estimated is not None else self.cost(trial)
+
     def missing_cost(self, trial: FrozenTrial, values: Sequence[float] | None = None) -> str:
         """Why a COMPLETE trial has no usable cost: for error messages."""
         where = "its second objective" if self.cost_from_values else f"the user attribute {self.cost_attr!r}"
@@ -333,7 +345,9 @@ class HandsOnSampler(BaseSampler):
             Optuna's ``RandomSampler``, or scrambled Sobol points balanced over the choices of ``space``).
         seed: seeds the initial design and every proposal (with the trial number); None: a random seed.
         space: a kerneldsl `Space` declaring the study's parameters (conditions included): every parameter of
-            it is modelled, instead of the parameters every finished trial has.
+            it is modelled, instead of the parameters every finished trial has. The objective must suggest each
+            as the space declares it (`Scalar`: ``suggest_float``, `Int`: ``suggest_int``, `Choice`:
+            ``suggest_categorical`` with the same choices; the same bounds and log; no step).
         tick_ratio: the share of model-based trials that are ticks (default 0.5 with ``max_cost``, 0 without).
         log_loss: model the log of the loss (True), the loss (False), or None: the log while every finished
             loss is positive and the loss is minimised.
@@ -385,13 +399,8 @@ class HandsOnSampler(BaseSampler):
 
     # ------------------------------------------------------------------ pickling (Ray Tune copies searchers)
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_lock"] = None
-        if not isinstance(self.feature_chain, Chain) and self.space is None:
-            state["_prepared"] = None
-        elif self._prepared is not None:
-            state["_prepared"] = replace(self._prepared, proposers={})
-        return state
+        """Everything but the lock and the prepared space (feature chain, models), rebuilt when next needed."""
+        return {**self.__dict__, "_lock": None, "_prepared": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -424,6 +433,8 @@ class HandsOnSampler(BaseSampler):
     def _prepared_for(self, search_space: Mapping[str, BaseDistribution]) -> _Prepared | None:
         """The prepared space of ``search_space``, rebuilt only when it changed."""
         if self.space is not None:
+            if self._prepared is None:
+                self._prepared = self._prepare(self.space)
             return self._prepared
         prepared = self._prepared
         if prepared is None or dict(prepared.mapping.distributions) != {
@@ -491,7 +502,7 @@ class HandsOnSampler(BaseSampler):
             trial.state, trial.cost = TrialState.FAILED, outcomes.cost(frozen)
         elif frozen.state is OptunaState.PRUNED:
             trial.state = TrialState.STOPPED
-            trial.estimated_cost = outcomes.cost(frozen) if outcomes.budgeted else None
+            trial.estimated_cost = outcomes.stopped_cost(frozen) if outcomes.budgeted else None
         return trial
 
     def _scale(self, trials: Sequence[Trial]) -> LossScale:
@@ -580,8 +591,76 @@ class HandsOnSampler(BaseSampler):
         if self.max_cost is None or state not in (OptunaState.COMPLETE, OptunaState.PRUNED):
             return
         outcomes = Outcomes.of(study, self.cost_attr, budgeted=True)
-        cost = outcomes.cost(trial, values)
+        cost = outcomes.cost(trial, values) if state is OptunaState.COMPLETE else outcomes.stopped_cost(trial)
         if cost is not None:
             _TrialAttrs(study, trial).system(f"constraints:{COST_CONSTRAINT}", cost - self.max_cost)
         elif state is OptunaState.COMPLETE:
             raise ValueError(f"HandsOnSampler(max_cost={self.max_cost!r}): {outcomes.missing_cost(trial, values)}")
+
+
+class CostPruner(BasePruner):
+    """An Optuna pruner that stops a trial whose final cost will overrun the budget (kerneldsl's `CostStopping`).
+
+    The objective records, while it trains, its cost so far and its progress in (0, 1] as user
+    attributes, then asks ``trial.should_prune()`` as usual::
+
+        trial.set_user_attr("cost", seconds_so_far)
+        trial.set_user_attr("progress", epoch / epochs)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+
+    (user attributes rather than ``trial.report``, which stays the loss a ``pruner=`` of Optuna's
+    judges). From a report of ``cost`` at ``progress`` the rule extrapolates the final cost, combines
+    it with the cost model's prediction for the trial (``kerneldsl:prediction``, recorded by
+    `HandsOnSampler`) and stops when the final cost exceeds ``max_cost * (1 + margin)`` with
+    probability ``confidence`` (see `kerneldsl.CostStopping`). A stopped trial records the estimate
+    (``kerneldsl:estimated_cost``, which `HandsOnSampler` gives the cost model, and a sentence in
+    ``kerneldsl:stopped``). A report that cannot be right (a cost that is not a positive number, a
+    progress outside (0, 1]) is ignored with a warning.
+
+    Args:
+        max_cost: the budget (as given to `HandsOnSampler`).
+        stopping: the rule's margin, confidence and extrapolation spread.
+        cost_attr, progress_attr: the user attributes the objective records.
+        pruner: another pruner asked first (e.g. ``optuna.pruners.MedianPruner()`` on the reported loss).
+    """
+
+    def __init__(self, max_cost: float, stopping: CostStopping = CostStopping(), cost_attr: str = "cost",
+                 progress_attr: str = "progress", pruner: BasePruner | None = None):
+        if _positive(max_cost) is None:
+            raise ValueError(f"CostPruner: max_cost must be a finite positive number, got {max_cost!r}")
+        if not isinstance(stopping, CostStopping):
+            raise TypeError(f"CostPruner: stopping must be a kerneldsl.CostStopping, got {type(stopping).__name__}")
+        if pruner is not None and not isinstance(pruner, BasePruner):
+            raise TypeError(f"CostPruner: pruner must be an optuna.pruners.BasePruner, got {type(pruner).__name__}")
+        self.max_cost, self.stopping, self.pruner = float(max_cost), stopping, pruner
+        self.cost_attr, self.progress_attr = cost_attr, progress_attr
+
+    def estimate(self, trial: FrozenTrial) -> CostEstimate | None:
+        """The final cost of ``trial`` estimated from its last report (None without a usable one)."""
+        cost, progress = trial.user_attrs.get(self.cost_attr), trial.user_attrs.get(self.progress_attr)
+        if cost is None or progress is None:
+            return None
+        if _positive(cost) is None or _positive(progress) is None or progress > 1:
+            warnings.warn(f"CostPruner: trial {trial.number} reports {self.cost_attr}={cost!r} at "
+                          f"{self.progress_attr}={progress!r} (a positive cost at a progress in (0, 1] is needed); "
+                          "ignored", RuntimeWarning, stacklevel=3)
+            return None
+        prediction = trial.user_attrs.get(PREDICTION_ATTR) or {}
+        prior = None
+        if _positive(prediction.get("log_cost_sd")) is not None and prediction.get("log_cost") is not None:
+            prior = CostEstimate(float(prediction["log_cost"]), float(prediction["log_cost_sd"]))
+        return self.stopping.estimate(float(cost), float(progress), prior)
+
+    def prune(self, study: Study, trial: FrozenTrial) -> bool:
+        """Whether to stop ``trial``: ``pruner`` says so, or its final cost will overrun the budget."""
+        if self.pruner is not None and self.pruner.prune(study, trial):
+            return True
+        estimate = self.estimate(trial)
+        if estimate is None or not self.stopping.should_stop(estimate, self.max_cost):
+            return False
+        attrs = _TrialAttrs(study, trial)
+        attrs.system(ESTIMATED_COST_ATTR, estimate.cost)
+        attrs.user({STOPPED_ATTR: f"estimated final cost {estimate.cost:.4g} (log sd {estimate.log_sd:.2f}) "
+                                  f"exceeds max_cost={self.max_cost:g} by more than {self.stopping.margin:.0%}"})
+        return True

@@ -4,6 +4,7 @@ resuming from the storage alone, enqueue_trial, pruners, define-by-run spaces, a
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import subprocess
 import sys
@@ -19,8 +20,9 @@ optuna = pytest.importorskip("optuna", reason="Optuna is not installed: pip inst
 import kerneldsl as kd  # noqa: E402
 from kerneldsl.compiler.errors import KernelNameError  # noqa: E402
 from kerneldsl.model import default_feature_chain  # noqa: E402
-from kerneldsl.integrations.optuna import (COST_CONSTRAINT, HOW_ATTR, ITERATION_ATTR, PARAMS_ATTR,  # noqa: E402
-                                           PHASE_ATTR, PREDICTION_ATTR, HandsOnSampler, OptunaSpace)
+from kerneldsl.integrations.optuna import (COST_CONSTRAINT, ESTIMATED_COST_ATTR, HOW_ATTR,  # noqa: E402
+                                           ITERATION_ATTR, PARAMS_ATTR, PHASE_ATTR, PREDICTION_ATTR, STOPPED_ATTR,
+                                           CostPruner, HandsOnSampler, OptunaSpace)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 REPO = Path(__file__).resolve().parents[2]
@@ -98,13 +100,13 @@ def check_schedule(trials, n_startup: int, tick_ratio: float) -> None:
 def test_two_processes_on_sqlite_share_a_study_within_budget_and_a_new_sampler_resumes(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     optuna.create_study(study_name="shared", storage=url)
-    run_workers(tmp_path, url, n_trials=6, max_cost=str(MAX_COST))
+    run_workers(tmp_path, url, n_trials=5, max_cost=str(MAX_COST))
 
     study = optuna.load_study(study_name="shared", storage=url)
     trials = study.get_trials()
-    assert sorted(t.number for t in trials) == list(range(12))              # none lost, none twice
+    assert sorted(t.number for t in trials) == list(range(10))              # none lost, none twice
     assert all(t.state is optuna.trial.TrialState.COMPLETE for t in trials)
-    assert len({(t.params["x"], t.params["y"]) for t in trials}) == 12       # no point asked twice
+    assert len({(t.params["x"], t.params["y"]) for t in trials}) == 10       # no point asked twice
     check_schedule(trials, n_startup=4, tick_ratio=0.5)
     model_based = [t for t in trials if t.number >= 4]
     assert {t.user_attrs[PHASE_ATTR] for t in model_based} == {"tick", "tock"}
@@ -121,9 +123,9 @@ def test_two_processes_on_sqlite_share_a_study_within_budget_and_a_new_sampler_r
     sampler = HandsOnSampler(max_cost=MAX_COST, n_startup_trials=4, seed=1, acquisition=FAST)
     resumed = optuna.load_study(study_name="shared", storage=url, sampler=sampler)
     resumed.optimize(loss_and_cost, n_trials=2)
-    new = resumed.get_trials()[12:]
-    check_schedule(new, n_startup=4, tick_ratio=0.5)                         # iterations 9 (tock) and 10 (tick)
-    assert sampler.history(resumed).training_data().models.X_loss.shape == (14, 2)
+    new = resumed.get_trials()[10:]
+    check_schedule(new, n_startup=4, tick_ratio=0.5)                         # iterations 7 (tock) and 8 (tick)
+    assert sampler.history(resumed).training_data().models.X_loss.shape == (12, 2)
 
 
 def test_two_processes_on_a_journal_storage_loss_only(tmp_path):
@@ -138,6 +140,21 @@ def test_two_processes_on_a_journal_storage_loss_only(tmp_path):
     for t in trials[4:]:
         assert t.user_attrs[PHASE_ATTR] == "tock" and "cost" not in t.user_attrs[PREDICTION_ATTR]
         assert t.constraints == {}                                           # no budget, no constraint
+
+
+def test_running_trials_are_pending_points():
+    sampler = HandsOnSampler(max_cost=MAX_COST, n_startup_trials=3, seed=0, acquisition=FAST)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(loss_and_cost, n_trials=3)
+    first = study.ask()                                                        # another worker's trial, running
+    first.suggest_float("x", 0.0, 1.0)                                         # its y is proposed, not yet suggested
+    second = study.ask()
+    loss_and_cost(second)
+    assert study.trials[second.number].user_attrs[PREDICTION_ATTR]["pending"] == 1
+    pending = sampler.history(study, exclude=second.number).training_data().X_pending
+    proposed = study.trials[first.number].system_attrs[PARAMS_ATTR]
+    assert pending.tolist() == [[proposed["x"], proposed["y"]]]
+    assert second.params != proposed
 
 
 def test_enqueued_params_win(tmp_path):
@@ -181,6 +198,39 @@ def test_failed_and_pruned_trials_teach_the_models_as_the_study_does():
     pruned = history.trials[2]
     assert pruned.estimated_cost == pytest.approx(study.trials[2].user_attrs["cost"])
     assert study.trials[2].constraints == {COST_CONSTRAINT: pytest.approx(pruned.estimated_cost - MAX_COST)}
+
+
+def test_the_cost_pruner_stops_trials_that_will_overrun_the_budget():
+    def objective(trial):
+        x, y = trial.suggest_float("x", 0.0, 1.0), trial.suggest_float("y", 0.0, 1.0)
+        loss, cost, epochs = (x - 0.8) ** 2 + (y - 0.3) ** 2 + 0.05, math.exp(2 * x), 5
+        for epoch in range(1, epochs + 1):
+            trial.set_user_attr("cost", cost * epoch / epochs)                 # seconds so far
+            trial.set_user_attr("progress", epoch / epochs)
+            trial.report(10.0 if trial.number == 2 else loss, step=epoch)     # the loss, for the wrapped pruner
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return loss
+
+    sampler = HandsOnSampler(max_cost=MAX_COST, n_startup_trials=6, seed=0, acquisition=FAST)
+    pruner = CostPruner(MAX_COST, pruner=optuna.pruners.ThresholdPruner(upper=1.0))
+    study = optuna.create_study(sampler=sampler, pruner=pruner)
+    study.optimize(objective, n_trials=8)
+    final = {t.number: math.exp(2 * t.params["x"]) for t in study.trials}
+    pruned = [t for t in study.trials if t.state is optuna.trial.TrialState.PRUNED]
+    for_cost = [t for t in pruned if ESTIMATED_COST_ATTR in t.system_attrs]
+    assert {t.number for t in pruned} - {t.number for t in for_cost} == {2}   # the loss pruner's
+    assert for_cost and all(final[t.number] > MAX_COST for t in for_cost)
+    assert all(t.user_attrs["progress"] < 1 and "exceeds max_cost=2" in t.user_attrs[STOPPED_ATTR] for t in for_cost)
+    assert all(final[t.number] > MAX_COST for t in pruned if t.number != 2)    # nothing within budget stopped
+    history = {t.id: t for t in sampler.history(study).trials}
+    for t in for_cost:                                                         # the estimate reaches the cost model
+        assert history[t.number].estimated_cost == pytest.approx(t.system_attrs[ESTIMATED_COST_ATTR])
+        assert t.constraints[COST_CONSTRAINT] == pytest.approx(t.system_attrs[ESTIMATED_COST_ATTR] - MAX_COST)
+
+    with pytest.warns(RuntimeWarning, match=r"trial -1 reports cost=-1.0 at progress=0.5 .*ignored"):
+        assert not pruner.prune(study, optuna.trial.create_trial(
+            state=optuna.trial.TrialState.RUNNING, user_attrs={"cost": -1.0, "progress": 0.5}))
 
 
 def test_define_by_run_conditionals_and_step_grids():
@@ -308,12 +358,13 @@ def test_maximised_losses_and_the_log_scale():
         study.optimize(lambda t: t.suggest_float("x", -1, 1), n_trials=4)
 
 
-def test_the_sampler_pickles_and_keeps_working():
-    sampler = HandsOnSampler(max_cost=MAX_COST, n_startup_trials=2, seed=0, acquisition=FAST)
+@pytest.mark.parametrize("given", [False, True])
+def test_the_sampler_pickles_and_keeps_working(given):
+    space = kd.Space([kd.Scalar("x", 0.0, 1.0), kd.Scalar("y", 0.0, 1.0)]) if given else None
+    sampler = HandsOnSampler(max_cost=MAX_COST, n_startup_trials=2, seed=0, space=space, acquisition=FAST)
     study = optuna.create_study(sampler=sampler)
     study.optimize(loss_and_cost, n_trials=3)
-    copy = pickle.loads(pickle.dumps(sampler))
-    study.sampler = copy
+    study.sampler = pickle.loads(pickle.dumps(sampler))                       # as Ray Tune saves its searcher
     study.optimize(loss_and_cost, n_trials=1)
     assert study.trials[-1].user_attrs[PHASE_ATTR] == "tick"
 
@@ -327,6 +378,8 @@ def test_bad_arguments():
         HandsOnSampler(feature_chain=["x"])
     with pytest.raises(ValueError, match="n_init must be a non-negative integer"):
         HandsOnSampler(n_startup_trials=-1)
+    with pytest.raises(ValueError, match="CostPruner: max_cost must be a finite positive number"):
+        CostPruner(math.inf)
 
 
 def readme_ray_snippet() -> str:
@@ -341,7 +394,9 @@ def test_ray_tune_optuna_search_with_the_sampler(tmp_path):
     pytest.importorskip("ray.tune.search.optuna", reason="Ray Tune is not installed (pip install 'ray[tune]')")
     script = tmp_path / "ray_snippet.py"
     script.write_text(readme_ray_snippet())
-    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "HOME": str(tmp_path)}                              # Ray writes ~/ray_results
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
