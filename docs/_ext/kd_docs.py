@@ -135,9 +135,11 @@ _SHOWN: dict[str, list] = {}
 
 
 def figure_scraper(block, block_vars, gallery_conf, **kwargs) -> str:
-    """Save each ``matplotlib.figure.Figure`` that a script's names hold and that was not drawn yet."""
+    """Save each ``matplotlib.figure.Figure`` that a script's names hold and that was not drawn yet.
+
+    Each image links to itself at full size (kerneldsl's figures are wide: a click shows every label).
+    """
     from matplotlib.figure import Figure
-    from sphinx_gallery.scrapers import figure_rst
 
     shown = _SHOWN.setdefault(str(block_vars["src_file"]), [])
     new = []
@@ -147,8 +149,12 @@ def figure_scraper(block, block_vars, gallery_conf, **kwargs) -> str:
     rst = []
     for figure, path in zip(new, block_vars["image_path_iterator"]):
         shown.append(figure)
-        figure.savefig(path, dpi=100)
-        rst.append(figure_rst([path], gallery_conf["src_dir"]))
+        figure.savefig(path, dpi=130)
+        source = "/" + Path(path).relative_to(gallery_conf["src_dir"]).as_posix()
+        title = figure.get_suptitle() or next((ax.get_title() for ax in figure.axes if ax.get_title()), "figure")
+        # Gallery pages sit one folder below the root; Sphinx copies images to _images/.
+        rst.append(f"\n.. image:: {source}\n   :alt: {title}\n   :class: sphx-glr-single-img\n"
+                   f"   :target: ../_images/{Path(path).name}\n\n")
     return "".join(rst)
 
 

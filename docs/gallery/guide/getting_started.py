@@ -11,8 +11,8 @@ Install
 
 kerneldsl needs Python 3.10 or newer and ``make``. From a clone of the repository::
 
-    make test    # creates .venv/, installs the CPU build of torch and the pinned versions, runs the tests
-    make demo    # the same install, then tick-tock on a real task (an MLP on scikit-learn's digits)
+    make test    # install into .venv/, then run the tests
+    make demo    # install into .venv/, then tick-tock on a real task
 
 Both commands install into ``.venv/`` first (the CPU build of ``torch==2.13.0`` and the exact
 versions of ``constraints.txt``, no multi-GB CUDA download). ``make demo`` tunes a PyTorch
@@ -21,10 +21,10 @@ MLP for 40 trials under a training-time budget and writes ``out/tick_tock_digits
 
 To use kerneldsl from your own environment instead, install the clone::
 
-    pip install -e .                 # the library and the `kerneldsl` command
-    pip install -e ".[dask]"         # + Dask, to run trials on a cluster
-    pip install -e ".[triton]"       # + Triton, fused GPU kernels (with a CUDA build of torch)
-    pip install -e ".[docs]"         # + what `make docs` needs to build this site
+    pip install -e .             # the library and the `kerneldsl` command
+    pip install -e ".[dask]"     # + Dask, to run trials on a cluster
+    pip install -e ".[triton]"   # + Triton: fused GPU kernels (needs a CUDA build of torch)
+    pip install -e ".[docs]"     # + what `make docs` needs to build this site
 
 Then ``import kerneldsl as kd``. Examples here set ``torch.set_num_threads(1)`` to stay small
 and reproducible; leave it out in your own runs.
@@ -37,6 +37,14 @@ import torch
 import kerneldsl as kd
 
 torch.set_num_threads(1)
+
+# sphinx_gallery_start_ignore
+# The docs build hides the models' numerical notes (jitter added to a covariance) that a
+# run prints as RuntimeWarnings; a run of this script shows them.
+import warnings  # noqa: E402
+
+warnings.filterwarnings("ignore", message="while proposing", category=RuntimeWarning)
+# sphinx_gallery_end_ignore
 
 # %%
 # Your function
@@ -72,7 +80,8 @@ space = kd.Space([
     kd.Int("width", 8, 512, log=True),
     kd.Int("epochs", 1, 32, log=True),
 ])
-print(space.to_configs(space.sample(3, seed=0)))
+for config in space.to_configs(space.sample(3, seed=0)):
+    print(config)
 
 # %%
 # Features: what the kernel sees
@@ -138,8 +147,8 @@ print(result.summary())
 
 best = result.best
 print(f"trial {best.id} ({best.phase.value}): loss {best.loss:.4f} at cost {best.cost:.3f}")
-result.trials_dataframe()[["number", "phase", "state", "loss", "cost", "params_optimizer", "params_lr",
-                           "params_width", "params_epochs"]].round(4)
+result.trials_dataframe().set_index("number")[["phase", "state", "loss", "cost", "params_optimizer", "params_lr",
+                                             "params_width", "params_epochs"]].round(4)
 
 # %%
 # The picture of the run: every trial's cost against its loss (the budget dashed, the best

@@ -82,6 +82,7 @@ torch.set_num_threads(1)
 # table is read from the compiler's registry of kinds (``kerneldsl.compiler.kinds``), so it
 # lists exactly what this version understands.
 
+pd.set_option("display.max_colwidth", None)
 pd.DataFrame([{"function": f"{kind.name}(g)", "aliases": ", ".join(kind.aliases), "value": kind.math.formula,
                "distance": "r" if kind.distance.value == "squared" else "s", "for": kind.use}
               for kind in KINDS.values()])
@@ -101,9 +102,9 @@ def show(source, groups=None):
     try:
         kernel = kd.compile(source, features=FEATURES, groups=groups)
     except kd.KernelError as err:
-        print(f"{type(err).__name__}: {err}")
+        print(f"{type(err).__name__}: {err}\n")
     else:
-        print(kernel.describe())
+        print(kernel.describe() + "\n")
 
 
 show("matern52({log_lr, log_wd}) * categorical({opt_adam, opt_sgd})")
@@ -195,8 +196,9 @@ print(model.covar_module.describe())
 fig = kd.plot_structure(model.covar_module, title="a fitted kernel: sin(6a) + (b - 1/2)(c - 1/2)")
 
 # %%
-# The fit put the weight on ``a`` alone and on the joint ``{b, c}`` term, with short
-# lengthscales for ``b`` and ``c`` there; ``d`` got long lengthscales (it does nothing).
+# Within ``alone`` the fit put most of the weight on ``a`` (the sine), and within ``pairs``
+# nearly all of it on the joint ``{b, c}`` term (the product); ``d``, which does nothing,
+# got almost no weight anywhere.
 # The same picture for the MNIST sweep's kernel is in
 # :doc:`/recipes/hands_on_kernel`.
 #

@@ -12,12 +12,12 @@ This recipe runs a small study on a process pool and on a Dask cluster, shows wh
 happens when trials hang and workers die, sketches SLURM and Kubernetes set-ups, and
 resumes a study whose driver died.
 
-Workers import the objective by name, so it lives in a module: here
-``toy_jobs.py`` beside this script (download it with the script):
+Workers import the objective by name, so it lives in a module: here ``toy_jobs.py`` beside
+this script (``docs/gallery/recipes/toy_jobs.py`` in the repository):
 
 .. literalinclude:: /gallery/recipes/toy_jobs.py
    :language: python
-   :lines: 9-
+   :start-at: import math
 
 Worker processes start by importing the main script again, so a script that runs a study
 on worker processes keeps its top-level code under ``if __name__ == "__main__":`` (the
@@ -30,6 +30,14 @@ import kerneldsl as kd
 from toy_jobs import flaky_train, train
 
 torch.set_num_threads(1)
+
+# sphinx_gallery_start_ignore
+# The docs build hides the models' numerical notes (jitter added to a covariance) that a
+# run prints as RuntimeWarnings; a run of this script shows them.
+import warnings  # noqa: E402
+
+warnings.filterwarnings("ignore", message="while proposing", category=RuntimeWarning)
+# sphinx_gallery_end_ignore
 
 space = kd.Space([
     kd.Scalar("lr", 1e-4, 1e-1, log=True),
@@ -47,10 +55,10 @@ space = kd.Space([
 # ``timeout=`` seconds per trial, counted from the trial's start in its worker: an alarm
 # stops the objective, and a worker that does not stop is killed a grace period later.
 #
-# Here the objective is ``flaky_train``, and two of the initial configs fail on purpose: one
-# deadlocks (``batch_size <= 17``), one is killed like an out-of-memory job (``width >= 500``). Both become failed trials with the
-# reason; the pool whose worker died is replaced, and the trials it took down with it run
-# again. The study goes on.
+# Here the objective is ``flaky_train``, and two of the initial configs fail on purpose:
+# one deadlocks (``batch_size <= 17``), one is killed like an out-of-memory job
+# (``width >= 500``). Both become failed trials with the reason; the pool whose worker died
+# is replaced, and the trials it took down with it run again. The study goes on.
 
 doomed = [{"lr": 1e-3, "batch_size": 16, "width": 64},    # deadlocks: stopped at the timeout
           {"lr": 1e-3, "batch_size": 128, "width": 500}]  # killed: its worker dies
