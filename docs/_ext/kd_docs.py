@@ -152,6 +152,7 @@ def figure_scraper(block, block_vars, gallery_conf, **kwargs) -> str:
         figure.savefig(path, dpi=130)
         source = "/" + Path(path).relative_to(gallery_conf["src_dir"]).as_posix()
         title = figure.get_suptitle() or next((ax.get_title() for ax in figure.axes if ax.get_title()), "figure")
+        title = " ".join(title.split())
         # Gallery pages sit one folder below the root; Sphinx copies images to _images/.
         rst.append(f"\n.. image:: {source}\n   :alt: {title}\n   :class: sphx-glr-single-img\n"
                    f"   :target: ../_images/{Path(path).name}\n\n")

@@ -37,6 +37,7 @@ torch.set_num_threads(1)
 import warnings  # noqa: E402
 
 warnings.filterwarnings("ignore", message="while proposing", category=RuntimeWarning)
+warnings.filterwarnings("ignore", message="A not p.d.")
 # sphinx_gallery_end_ignore
 
 space = kd.Space([
