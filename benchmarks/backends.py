@@ -36,7 +36,7 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-from kerneldsl.bench import WORKLOADS, _read_status_kb, make_kernel, make_step, peak_memory_mib, time_cells  # noqa: E402,F401
+from kerneldsl.bench import WORKLOADS, read_status_kb, make_kernel, make_step, peak_memory_mib, time_cells  # noqa: E402,F401
 from kerneldsl.compiler.ir import KernelIR, Product, Span, Sum, Term  # noqa: E402
 from kerneldsl.compiler.backends.tiling import AUTO, plan_tiles, resolve_tiles  # noqa: E402
 from kerneldsl.compiler.backends.auto import FUSED_CPU_THRESHOLD  # noqa: E402
@@ -204,7 +204,7 @@ def _scaling_child(cell: ScalingCell, queue) -> None:
     torch.set_num_threads(cell.threads)
     step = _scaling_step(IRS[cell.kernel](), cell)
     gc.collect()
-    base = _read_status_kb("VmRSS")
+    base = read_status_kb("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak resident set (VmHWM) to the current one
     if cell.warmup:
@@ -214,7 +214,7 @@ def _scaling_child(cell: ScalingCell, queue) -> None:
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    queue.put((times, (_read_status_kb("VmHWM") - base) / 1024))
+    queue.put((times, (read_status_kb("VmHWM") - base) / 1024))
 
 
 def _run_scaling_cell(cell: ScalingCell) -> tuple[list[float], float]:

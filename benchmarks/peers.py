@@ -184,7 +184,7 @@ class OptunaMethod(Method):
         try:
             import optuna  # noqa: F401
         except ImportError:
-            return "Optuna is not installed (pip install 'kerneldsl[benchmarks]')"
+            return "Optuna is not installed (pip install -e '.[benchmarks]' in a clone of kerneldsl)"
         return None
 
     def run(self, task: Task, seed: int, n_trials: int) -> list[TrialRecord]:
@@ -265,7 +265,7 @@ class AxMethod(Method):
         try:
             from ax import Client  # noqa: F401
         except ImportError as exc:
-            return f"Ax is not importable here ({exc}); pip install 'kerneldsl[benchmarks]'"
+            return f"Ax is not importable here ({exc}); pip install -e '.[benchmarks]' in a clone of kerneldsl"
         return None
 
     def run(self, task: Task, seed: int, n_trials: int) -> list[TrialRecord]:

@@ -23,7 +23,7 @@ from .evaluation import CrossValidationError, Sweep, SweepError, cross_validate,
 from .loop import (AcquisitionOptions, BaseProposer, Budget, CostStopping, History, JournalError, ModelOptions, Phase,
                    Proposal, ProposalRequest, RandomProposer, ReadOnlyStudy, Report, Schedule, Study, StudyError,
                    SyntheticTask, TickTockProposer, TickTockResult, Trial, TrialState, tick_tock)
-from .model import KernelGP
+from .model import KernelGP, default_feature_chain
 from .space import (Add, Chain, Choice, ConfigError, FeatureTransform, Int, LinearConstraint, Log, Mean, Multiply,
                     OneHot, PassThrough, RelativeToMean, SamplingError, Scalar, Space, SpaceError, Subtract,
                     initial_design, sample)
@@ -35,7 +35,7 @@ __all__ = ["__version__", "compile", "build", "compile_ir", "KernelIR", "KernelO
            "KernelError", "KernelNameError", "KernelSyntaxError", "KernelWarning",
            "Space", "Scalar", "Int", "Choice", "LinearConstraint", "SpaceError", "ConfigError",
            "sample", "initial_design", "SamplingError", "load_sweep", "Sweep", "SweepError",
-           "cross_validate", "loo_cv", "kernel_model", "CrossValidationError", "KernelGP", "fit_map", "plot_structure",
+           "cross_validate", "loo_cv", "kernel_model", "CrossValidationError", "KernelGP", "default_feature_chain", "fit_map", "plot_structure",
            "Chain", "FeatureTransform", "Log", "Add", "Subtract", "Multiply", "Mean", "RelativeToMean",
            "OneHot", "PassThrough",
            "Study", "StudyError", "Trial", "TrialState", "Phase", "tick_tock", "TickTockResult", "SyntheticTask",

@@ -200,7 +200,6 @@ def read_status_kb(field_name: str) -> int:
     raise RuntimeError(f"{field_name} not in /proc/self/status")
 
 
-_read_status_kb = read_status_kb  # the former name, which benchmarks/backends.py imports
 
 
 def _peak_memory_child(args, queue) -> None:

@@ -1,6 +1,6 @@
 """A kernel-language kernel as the GP kernel of Ax's Bayesian optimisation.
 
-Ax (``ax-platform``, ``pip install 'kerneldsl[ax]'``) builds its models through
+Ax (``ax-platform``, ``pip install -e '.[ax]' in a clone of kerneldsl``) builds its models through
 ``ModelConfig(botorch_model_class=..., covar_module_class=..., covar_module_options=...)``:
 at every fit it calls Ax's ``covar_module_argparse`` dispatcher for the kernel class with the
 training data, then ``covar_module_class(**options)``, and passes the result to botorch's
@@ -52,7 +52,7 @@ try:
     from ax.generators.torch.botorch_modular.utils import ModelConfig
     from ax.storage.botorch_modular_registry import register_kernel
 except ImportError as err:  # pragma: no cover - exercised only without the extra
-    raise ImportError("kerneldsl.integrations.ax needs Ax: pip install 'kerneldsl[ax]' "
+    raise ImportError("kerneldsl.integrations.ax needs Ax: pip install -e '.[ax]' in a clone of kerneldsl "
                       f"(ax-platform), which is not importable here: {err}") from err
 
 from ..api import build

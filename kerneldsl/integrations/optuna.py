@@ -1,4 +1,4 @@
-"""kerneldsl's cost-aware proposals as an Optuna sampler (``pip install 'kerneldsl[optuna]'``).
+"""kerneldsl's cost-aware proposals as an Optuna sampler (``pip install -e '.[optuna]' in a clone of kerneldsl``).
 
 `HandsOnSampler` is an ``optuna.samplers.BaseSampler``: an Optuna study (any storage, any
 number of processes, pruners, ``enqueue_trial``, Ray Tune's ``OptunaSearch``) gets its

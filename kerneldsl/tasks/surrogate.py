@@ -34,7 +34,7 @@ classifier's probability; the draws depend on ``seed`` and the config only, so a
 reproducible. The task's budget ``max_cost`` is the sweep's median cost. The surrogate's optimum
 is known only approximately (`approximate_optimum`: the best of many predicted configs).
 
-scikit-learn is an optional dependency (``pip install 'kerneldsl[benchmarks]'``).
+scikit-learn is an optional dependency (``pip install -e '.[benchmarks]' in a clone of kerneldsl``).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def _sklearn():
         from sklearn.model_selection import KFold, StratifiedKFold
     except ImportError:
         raise ImportError("kerneldsl.SurrogateTask needs scikit-learn, which is not installed: "
-                          "pip install 'kerneldsl[benchmarks]' (or scikit-learn)") from None
+                          "pip install -e '.[benchmarks]' in a clone of kerneldsl (or scikit-learn)") from None
     return GradientBoostingRegressor, GradientBoostingClassifier, KFold, StratifiedKFold
 
 

@@ -9,7 +9,7 @@ import traceback
 import pytest
 import torch
 
-pytest.importorskip("ax", reason="Ax is not installed: pip install 'kerneldsl[ax]' (ax-platform)")
+pytest.importorskip("ax", reason="Ax is not installed: pip install -e '.[ax]' in a clone of kerneldsl (ax-platform)")
 
 from ax.api.client import Client  # noqa: E402
 from ax.api.configs import ChoiceParameterConfig, RangeParameterConfig  # noqa: E402

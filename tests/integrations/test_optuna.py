@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-optuna = pytest.importorskip("optuna", reason="Optuna is not installed: pip install 'kerneldsl[optuna]'")
+optuna = pytest.importorskip("optuna", reason="Optuna is not installed: pip install -e '.[optuna]' in a clone of kerneldsl")
 
 import kerneldsl as kd  # noqa: E402
 from kerneldsl.compiler.errors import KernelNameError  # noqa: E402
