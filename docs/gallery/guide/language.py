@@ -29,6 +29,9 @@ Constructs
    * - ``lr = {a, b, c}``
      - a named group, declared in the source (or passed from Python: ``groups={"lr": [...]}``);
        a group may list other groups, declared before or after it
+   * - ``all``
+     - the built-in group of every feature, e.g. ``matern52(all)`` (a definition or ``groups=``
+       entry named ``all`` replaces it)
    * - ``matern52(g)``, ``rbf(g)``, ... (the kinds below)
      - a base kernel over the features of a set or group ``g``, with one lengthscale per feature
    * - ``g`` (a bare group, feature or set)
@@ -137,6 +140,11 @@ additive(lr) * fj(size)
 show("fj(training)", groups={"lr": ["log_lr", "log_wd"], "training": ["lr", "log_epochs", "log_batch_size"]})
 
 # %%
+# ``all`` is every feature: the one-size-fits-all kernel is ``matern52(all)``.
+
+show("matern52(all)")
+
+# %%
 # Definitions: a name used twice is one kernel with one set of hyperparameters (and is
 # computed once). A statement continues after an operator or before a leading ``+``:
 
@@ -221,11 +229,13 @@ show("matern52({log_lr, log_wd}")
 show("matern52({log_lr} {log_wd})")
 
 # %%
-# Unknown names, with the closest known name suggested:
+# Unknown names, with the closest known name suggested (for the name of a choice, its
+# one-hot features):
 
 show("fj(lrr) * matern52({log_epochs})", groups={"lr": ["log_lr", "log_wd"]})
 show("matern52({log_learning_rate})")
 show("matern25({log_lr})")
+show("categorical(opt)")
 show("regime * arch")
 
 # %%
