@@ -33,6 +33,7 @@ import warnings  # noqa: E402
 
 warnings.filterwarnings("ignore", message="while proposing", category=RuntimeWarning)
 warnings.filterwarnings("ignore", message="A not p.d.")
+warnings.filterwarnings("ignore", message="Optimization failed in `gen_candidates_scipy`")
 # sphinx_gallery_end_ignore
 
 # %%
@@ -153,7 +154,9 @@ from ax.api.configs import ChoiceParameterConfig, RangeParameterConfig  # noqa: 
 
 from kerneldsl.integrations.ax import configure_kernel, fitted_kernel  # noqa: E402
 
-logging.getLogger("ax").setLevel(logging.WARNING)     # Ax logs every trial at INFO level
+for name in list(logging.root.manager.loggerDict):    # Ax logs every trial at INFO level
+    if name == "ax" or name.startswith("ax."):
+        logging.getLogger(name).setLevel(logging.WARNING)
 client = Client(random_seed=0)
 client.configure_experiment(parameters=[
     RangeParameterConfig(name="lr", parameter_type="float", bounds=(1e-4, 1.0), scaling="log"),
