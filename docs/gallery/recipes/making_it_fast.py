@@ -82,10 +82,31 @@ for backend in ("torch", "cpu", "triton"):
 
 Path("my.kernel").write_text(SOURCE)
 kerneldsl_command = str(Path(sys.executable).parent / "kerneldsl")
-bench = subprocess.run([kerneldsl_command, "bench", "my.kernel", "--features", ",".join(FEATURES),
-                        "--n", "200", "--batch", "1,8", "--repeats", "3", "--threads", "1", "--no-memory"],
-                       capture_output=True, text=True)
-print(bench.stdout)
+command = [kerneldsl_command, "bench", "my.kernel", "--features", ",".join(FEATURES),
+           "--n", "200", "--batch", "1,8", "--repeats", "3", "--threads", "1", "--no-memory"]
+print(subprocess.run(command, capture_output=True, text=True).stdout)
+
+# %%
+# ``--json`` gives the same measurements (every timed sample included) for your own
+# tables and plots:
+
+import json  # noqa: E402
+
+from matplotlib.figure import Figure  # noqa: E402
+
+cells = json.loads(subprocess.run(command + ["--json"], capture_output=True, text=True).stdout)["cells"]
+fig = Figure(figsize=(8, 3.2), layout="constrained")
+axes = fig.subplots(1, 2, sharey=True)
+for ax, batch in zip(axes, (1, 8)):
+    rows = [c for c in cells if c["batch"] == batch]
+    for i, workload in enumerate(("forward", "forward+backward", "mll")):
+        ax.bar([j + 0.27 * (i - 1) for j in range(len(rows))], [c["median_ms"][workload] for c in rows],
+               width=0.27, label=workload)
+    ax.set_xticks(range(len(rows)), [c["backend"] for c in rows])
+    ax.set_title(f"n = 200, batch {batch}")
+axes[0].set_ylabel("median ms")
+axes[0].legend()
+fig
 
 # %%
 # On the project's 26-feature, 25-term MNIST kernel at n = 381 (``make bench``, float64, one
@@ -115,11 +136,12 @@ print(bench.stdout)
 # --------
 #
 # ``make install`` installs the CPU build of torch. For a GPU, install a CUDA build of
-# ``torch`` (the command for your CUDA version is on pytorch.org's "Get started" page,
-# of the form ``pip install torch --index-url https://download.pytorch.org/whl/cuXYZ``),
-# then Triton with kerneldsl's ``triton`` extra::
+# ``torch`` (pick the index for your CUDA version on pytorch.org's "Get started" page),
+# then Triton with kerneldsl's ``triton`` extra, in a clone on a machine with an NVIDIA
+# driver::
 #
-#     pip install -e ".[triton]"
+#     pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126
+#     pip install -e ".[triton]" -c constraints.txt
 #     python -c "import torch; print(torch.cuda.is_available())"
 #     kerneldsl bench examples/mnist_hands_on.kernel --space-module examples/mnist_space.py --device cuda
 #
