@@ -28,10 +28,8 @@ import re
 from pathlib import Path
 
 from docutils import nodes
-from docutils.statemachine import StringList
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
-from sphinx.util.nodes import nested_parse_with_titles
 
 logger = logging.getLogger(__name__)
 
@@ -85,22 +83,35 @@ def subcommands(top_help: str) -> list[str]:
 
 
 class KerneldslCli(SphinxDirective):
-    """``.. kerneldsl-cli::``: the ``--help`` of ``kerneldsl`` and of each sub-command, as run now."""
+    """``.. kerneldsl-cli::``: the ``--help`` of ``kerneldsl`` and of each sub-command, as run now.
+
+    Built as docutils nodes (not parsed text), so it works the same in Markdown and rST pages.
+    """
 
     has_content = False
 
+    def _block(self, text: str) -> nodes.literal_block:
+        block = nodes.literal_block(text, text, language="text")
+        block["classes"].append("kerneldsl-help")
+        return block
+
     def run(self):
         top = _help([])
-        lines = ["``kerneldsl --help``:", "", ".. code-block:: text", ""]
-        lines += ["   " + line for line in top.splitlines()] + [""]
+        out = [nodes.paragraph("", "", nodes.literal("kerneldsl --help", "kerneldsl --help"), nodes.Text(":")),
+               self._block(top)]
         for command in subcommands(top):
             title = f"kerneldsl {command}"
-            lines += [title, "-" * len(title), "", ".. code-block:: text", ""]
-            lines += ["   " + line for line in _help([command]).splitlines()] + [""]
-        node = nodes.section()
-        node.document = self.state.document
-        nested_parse_with_titles(self.state, StringList(lines, source="kerneldsl --help"), node)
-        return node.children
+            section = nodes.section(ids=[nodes.make_id(title)], names=[nodes.fully_normalize_name(title)])
+            section += nodes.title(title, title)
+            section += self._block(_help([command]))
+            self.state.document.note_implicit_target(section)
+            out.append(section)
+        return out
+
+
+def reread_cli_pages(app, env, added, changed, removed) -> list[str]:
+    """Pages with ``kerneldsl-cli`` are read again on every build: the help texts come from the code."""
+    return [doc for doc in env.found_docs if doc == "cli"]
 
 
 def check_public_names(app, env) -> None:
@@ -225,6 +236,7 @@ def setup(app):
     app.connect("missing-reference", plain_internal_types)
     app.connect("source-read", project_pages)
     app.add_directive("kerneldsl-cli", KerneldslCli)
+    app.connect("env-get-outdated", reread_cli_pages)
     app.connect("env-check-consistency", check_public_names)
     app.connect("source-read", note_unexecuted)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
