@@ -140,7 +140,7 @@ class TickTockResult:
         return "\n".join(text)
 
     def plot(self, path: str | None = None, title: str | None = None):
-        """Cost against loss for every trial (see `kerneldsl.loop.plotting.plot_trials`); saves a PNG if `path`."""
+        """Cost against loss for every trial (see `kerneldsl.loop.plotting.plot_trials`); saves a PNG if ``path``."""
         from .plotting import plot_trials
 
         return plot_trials(self.trials, self.max_cost, path=path, title=title)
