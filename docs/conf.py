@@ -45,6 +45,9 @@ for page, root_file in (("project/changelog", "CHANGELOG.md"), ("project/license
     else:
         exclude_patterns.append(page + ".md")
 
+# `name` in a docstring is a reference: a link to a documented name (docs/_ext/kd_docs.py says what
+# happens to the others).
+default_role = "py:obj"
 nitpicky = True
 # Types of other libraries: their inventories are not fetched (the build runs offline), so
 # references to them stay plain text instead of failing the strict build.

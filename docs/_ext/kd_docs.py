@@ -11,8 +11,9 @@
   through napoleon's parser; attribute and property docstrings are left as written (napoleon
   would read their first ``words: more`` as a type);
 * dataclass signatures show a ``default_factory`` default as ``...``;
-* references to real but undocumented kerneldsl types (in signatures) stay plain text, while a
-  reference to something that does not exist still fails the strict build;
+* single backticks in docstrings are references (``default_role = "py:obj"``): to a documented
+  name a link; to a real but undocumented kerneldsl object (also a name in a signature) plain
+  text; to something that does not exist a warning, so the strict build fails;
 * the "Project" pages (licence, changelog) are listed only where their root files exist;
 * an image scraper (``image_scrapers = ("matplotlib", "kd_docs")``) for the matplotlib ``Figure``
   objects that kerneldsl returns without pyplot (``result.plot()``, ``kd.plot_structure``): every
@@ -25,6 +26,7 @@ import contextlib
 import io
 import os
 import re
+import sys
 from pathlib import Path
 
 from docutils import nodes
@@ -195,7 +197,7 @@ def dataclass_factories(app, what, name, obj, options, signature, return_annotat
 
 
 def _exists(target: str) -> bool:
-    """Whether the dotted name ``kerneldsl.a.B`` names a real object."""
+    """Whether the dotted name ``kerneldsl.a.B`` names a real object (a dataclass field counts)."""
     import importlib
 
     parts = target.split(".")
@@ -204,19 +206,37 @@ def _exists(target: str) -> bool:
             obj = importlib.import_module(".".join(parts[:cut]))
         except ImportError:
             continue
-        try:
-            for attr in parts[cut:]:
+        for i, attr in enumerate(parts[cut:]):
+            if hasattr(obj, attr):
                 obj = getattr(obj, attr)
-        except AttributeError:
-            return False
+            elif i == len(parts[cut:]) - 1 and attr in getattr(obj, "__dataclass_fields__", {}):
+                return True
+            else:
+                return False
         return True
     return False
 
 
+def _real(target: str, node) -> bool:
+    """Whether ``target`` names a real kerneldsl object: a full ``kerneldsl.*`` name, or a name seen
+    from the module of the docstring it was written in (``docstring of kerneldsl.loop.x.f``)."""
+    if target.startswith("kerneldsl."):
+        return _exists(target)
+    where = re.search(r"docstring of (kerneldsl\.[\w.]+)", node.source or "")
+    if where is None:
+        return False
+    parts = where.group(1).split(".")
+    if any(_exists(".".join(parts[:cut] + [target])) for cut in range(len(parts), 1, -1)):
+        return True
+    # a helper of a sibling module (`qLogCostImprovement` in kerneldsl.loop.tick_tock's docstring)
+    return target.isidentifier() and any(name.startswith("kerneldsl.") and hasattr(module, target)
+                                         for name, module in list(sys.modules.items()))
+
+
 def plain_internal_types(app, env, node, contnode):
-    """A reference to an undocumented but real ``kerneldsl.*`` object becomes plain text."""
-    target = node.get("reftarget", "")
-    if node.get("refdomain") == "py" and target.startswith("kerneldsl.") and _exists(target):
+    """A reference to an undocumented but real kerneldsl object becomes plain text (a name in a
+    signature, or a docstring's `name` of a helper); a reference to nothing still fails the build."""
+    if node.get("refdomain") == "py" and _real(node.get("reftarget", ""), node):
         return contnode
     return None
 
