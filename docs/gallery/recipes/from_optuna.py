@@ -154,10 +154,10 @@ from ax.api.configs import ChoiceParameterConfig, RangeParameterConfig  # noqa: 
 
 from kerneldsl.integrations.ax import configure_kernel, fitted_kernel  # noqa: E402
 
+client = Client(random_seed=0)
 for name in list(logging.root.manager.loggerDict):    # Ax logs every trial at INFO level
     if name == "ax" or name.startswith("ax."):
         logging.getLogger(name).setLevel(logging.WARNING)
-client = Client(random_seed=0)
 client.configure_experiment(parameters=[
     RangeParameterConfig(name="lr", parameter_type="float", bounds=(1e-4, 1.0), scaling="log"),
     RangeParameterConfig(name="wd", parameter_type="float", bounds=(0.0, 0.1)),
