@@ -152,7 +152,7 @@ def test_bad_settings_and_sweeps(sweep_path, tmp_path):
 
 def test_missing_scikit_learn_says_how_to_install(sweep_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.ensemble", None)  # import of it now raises ImportError
-    with pytest.raises(ImportError, match=r"needs scikit-learn.*kerneldsl\[benchmarks\]"):
+    with pytest.raises(ImportError, match=r"needs scikit-learn.*\[benchmarks\]"):
         kd.SurrogateTask(sweep_path, kd.SyntheticTask().space(), options=OPTIONS, cache=False)
 
 
