@@ -44,7 +44,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,11 +65,11 @@ from ..space.sampling import SamplingError, sample
 from ..space.space import Space
 from .acquisition import qLogCostImprovement, tock_acquisition
 from .history import History, ModelData
-from .options import AcquisitionOptions, ModelOptions
+from .options import SMALL_MODEL_POINTS, AcquisitionOptions, ModelOptions
 from .proposer import BaseProposer, Proposal, ProposalRequest, is_duplicate, random_point, seed_for
 from .trial import Phase
 
-__all__ = ["TickTockProposer", "output_models", "MAX_ENUMERATED_COMBINATIONS", "MAX_DISCRETE_INT_VALUES"]
+__all__ = ["TickTockProposer", "output_models", "proposal_threads", "MAX_ENUMERATED_COMBINATIONS", "MAX_DISCRETE_INT_VALUES"]
 
 NEAR_OBSERVED = 0.01
 """How far (as a fraction of the way to a Sobol point) a starting point next to an observed point lies."""
@@ -135,7 +136,9 @@ class TickTockProposer(BaseProposer):
                 proposals.append(Proposal(x, request.phase, "random: fewer than 2 finished trials to fit the models"))
                 seen = _append(seen, x)
             return proposals
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        points = max(len(data.models.X_loss), len(data.models.X_cost))
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), \
+                proposal_threads(self.options.threads, points):
             torch.manual_seed(seed_for(self.seed, requests[0].trial_id))
             start = time.perf_counter()
             model = ModelListGP(self.models["loss"].fit(data.models.X_loss, data.models.y_loss),
@@ -309,6 +312,19 @@ class _OnValidPoints(AcquisitionFunction):
 
 def _describe(combination: Combination) -> str:
     return ", ".join(f"{name}={value!r}" for name, value in combination.values.items())
+
+
+@contextmanager
+def proposal_threads(threads: int | None, points: int) -> Iterator[int]:
+    """Run the block on ``threads`` torch threads (None: one thread up to `SMALL_MODEL_POINTS` training points,
+    torch's current setting above); the caller's thread count is restored afterwards."""
+    before = torch.get_num_threads()
+    chosen = threads if threads is not None else (1 if points <= SMALL_MODEL_POINTS else before)
+    torch.set_num_threads(chosen)
+    try:
+        yield chosen
+    finally:
+        torch.set_num_threads(before)
 
 
 def _append(points: Tensor | None, x: Tensor) -> Tensor:
