@@ -20,7 +20,7 @@ from .compiler.ir import KernelIR
 from .compiler.lower import compile_ir
 from .compiler.options import KernelOptions
 from .evaluation import CrossValidationError, Sweep, SweepError, cross_validate, kernel_model, load_sweep, loo_cv
-from .loop import (AcquisitionOptions, BaseProposer, Budget, CostStopping, History, JournalError, ModelOptions, Phase,
+from .loop import (AcquisitionOptions, BaseProposer, Budget, CostStopping, History, JournalBusy, JournalError, ModelOptions, Phase,
                    Proposal, ProposalRequest, RandomProposer, ReadOnlyStudy, Report, Schedule, Study, StudyError,
                    SyntheticTask, TickTockProposer, TickTockResult, Trial, TrialState, tick_tock)
 from .model import KernelGP, default_feature_chain
@@ -39,6 +39,6 @@ __all__ = ["__version__", "compile", "build", "compile_ir", "KernelIR", "KernelO
            "Chain", "FeatureTransform", "Log", "Add", "Subtract", "Multiply", "Mean", "RelativeToMean",
            "OneHot", "PassThrough",
            "Study", "StudyError", "Trial", "TrialState", "Phase", "tick_tock", "TickTockResult", "SyntheticTask",
-           "JournalError", "CostStopping", "Budget", "Report", "Schedule", "ModelOptions", "AcquisitionOptions",
+           "JournalError", "JournalBusy", "CostStopping", "Budget", "Report", "Schedule", "ModelOptions", "AcquisitionOptions",
            "BaseProposer", "ProposalRequest", "Proposal", "RandomProposer", "TickTockProposer", "History",
            "ReadOnlyStudy", "SurrogateTask"]

@@ -3,7 +3,7 @@ trial runners and pools, the journal, results."""
 
 from .budget import Budget
 from .history import History
-from .journal import JournalError, read_journal
+from .journal import JournalBusy, JournalError, read_journal
 from .options import AcquisitionOptions, ModelOptions, Schedule
 from .proposals import TickTockProposer
 from .proposer import BaseProposer, Proposal, ProposalRequest, RandomProposer
@@ -15,6 +15,6 @@ from .tick_tock import tick_tock
 from .trial import Phase, Report, Trial, TrialState
 
 __all__ = ["Study", "StudyError", "ReadOnlyStudy", "Trial", "TrialState", "Phase", "tick_tock", "TickTockResult",
-           "SyntheticTask", "JournalError", "read_journal", "CostStopping", "Budget", "Report", "Schedule",
+           "SyntheticTask", "JournalError", "JournalBusy", "read_journal", "CostStopping", "Budget", "Report", "Schedule",
            "ModelOptions", "AcquisitionOptions", "BaseProposer", "ProposalRequest", "Proposal", "RandomProposer",
            "TickTockProposer", "History"]

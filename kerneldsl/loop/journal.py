@@ -8,6 +8,17 @@ newline); reading drops it and the next append truncates it away. A damaged line
 anywhere else is a clear `JournalError` naming the file and line, never silently
 skipped. Journals of format 1 (one line per finished trial, written by kerneldsl
 0.1) are read as they are and converted to format 2 when opened for writing.
+
+One driver writes a journal at a time: opening it for writing takes an exclusive lock
+(``<journal>.lock``, `filelock`, an ``flock`` that the operating system releases when the
+process ends, however it ends) and records who holds it (``<journal>.driver``: host, pid,
+since when). A second process that opens the journal for writing (a second terminal, a
+SLURM array task, a restarted job whose old process still lives) gets a `JournalBusy`
+error naming the holder, before it reads or writes anything, instead of interleaving its
+lines with the first one's and marking its running trials lost. Reading (`read_journal`,
+``kd.Study.load(path)`` before its first tell) takes no lock. The lock is as reliable as
+``flock`` on the file system: local disks and NFSv4 yes; older NFS mounts may not
+honour it.
 """
 
 from __future__ import annotations
@@ -16,12 +27,16 @@ import json
 import math
 import numbers
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from filelock import FileLock, Timeout
+
 from .trial import Report, Trial, TrialState
 
-__all__ = ["Journal", "JournalError", "read_journal"]
+__all__ = ["Journal", "JournalError", "JournalBusy", "read_journal"]
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -29,6 +44,10 @@ READABLE_VERSIONS = (1, 2)
 
 class JournalError(ValueError):
     """A journal file that cannot be read or does not match the current study."""
+
+
+class JournalBusy(JournalError):
+    """Another live process has the journal open for writing (one driver writes a journal at a time)."""
 
 
 def _jsonable(value: Any, where: str) -> Any:
@@ -159,6 +178,14 @@ class Journal:
     def __init__(self, path: str | os.PathLike, header: dict, check_keys: Iterable[str] = ()):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock, self._released = _take_lock(self.path), False
+        try:
+            self._open(header, check_keys)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, header: dict, check_keys: Iterable[str]) -> None:
         data = self.path.read_bytes() if self.path.exists() else b""
         records, good_end = _parse_lines(self.path, data)
         old_header, self.trials = _replay(self.path, records)
@@ -213,13 +240,46 @@ class Journal:
         return self._file.closed
 
     def close(self) -> None:
-        self._file.close()
+        """Close the file and let another driver open the journal."""
+        if not self._file.closed:
+            self._file.close()
+        if self._lock.is_locked and not self._released:
+            self._released = True
+            if self._lock.lock_counter == 1:  # the last holder in this process: the next driver may come
+                _driver_file(self.path).unlink(missing_ok=True)
+            self._lock.release()
 
     def __enter__(self) -> "Journal":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _driver_file(path: Path) -> Path:
+    return path.with_name(path.name + ".driver")
+
+
+def _take_lock(path: Path) -> FileLock:
+    """The journal's writer lock, taken now or a `JournalBusy` naming the process that holds it."""
+    # One lock object per path in this process (is_singleton): a study reopened in the same process shares it.
+    lock = FileLock(path.with_name(path.name + ".lock"), is_singleton=True)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            holder = json.loads(_driver_file(path).read_text())
+            who = f"process {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}"
+        except (OSError, ValueError):
+            who = "another process"
+        raise JournalBusy(f"{path}: {who} has this journal open for writing; one driver writes a journal at a "
+                          "time: wait for it to finish, stop it, or use another journal path (reading it with "
+                          "kd.Study.load(path) is fine)") from None
+    if lock.lock_counter > 1:  # this process holds it already
+        return lock
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+    _driver_file(path).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since}))
+    return lock
 
 
 def _encode(record: dict) -> bytes:
