@@ -20,22 +20,30 @@ from typing import Any
 import torch
 from botorch.exceptions.errors import ModelFittingError
 from botorch.fit import fit_gpytorch_mll
-from botorch.models import SingleTaskGP
+from botorch.acquisition.objective import PosteriorTransform
+from botorch.models import ModelListGP, SingleTaskGP
+from botorch.models.model import Model
+from botorch.posteriors.gpytorch import GPyTorchPosterior
 from botorch.models.transforms.input import ChainedInputTransform, InputTransform
 from botorch.models.transforms.outcome import Standardize
 from botorch.models.utils.gpytorch_modules import MIN_INFERRED_NOISE_LEVEL
 from gpytorch.constraints import GreaterThan
+from gpytorch.distributions import MultitaskMultivariateNormal, MultivariateNormal
 from gpytorch.likelihoods import GaussianLikelihood
 from gpytorch.means import ConstantMean
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import Prior
+from linear_operator import to_linear_operator
+from linear_operator.operators import BlockDiagLinearOperator
+from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
 from .api import build
 from .compiler.errors import KernelError
 from .compiler.lower import compile_ir
 
-__all__ = ["DEFAULT_KERNEL", "default_feature_chain", "KernelGP", "OutputModel", "LeanConstantMean", "fit_map"]
+__all__ = ["DEFAULT_KERNEL", "default_feature_chain", "KernelGP", "OutputModel", "LeanConstantMean", "CachedPosterior",
+           "fit_map"]
 
 DEFAULT_KERNEL = "matern52(all)"
 """Default kernel source: one Matern 5/2 with a lengthscale per feature over every feature
@@ -145,6 +153,76 @@ class OutputModel:
         self._state = {part: {k: v.detach().clone() for k, v in getattr(model, part).state_dict().items()}
                        for part in ("covar_module", "mean_module", "likelihood")}
         return model
+
+
+class CachedPosterior(Model):
+    """Fitted ``SingleTaskGP`` models (one per output, as in ``ModelListGP``) whose joint posterior is computed
+    with dense torch algebra from a Cholesky factor cached once.
+
+    The posterior is the one gpytorch computes in eval mode for models of up to ``max_cholesky_size`` points
+    (mean ``m(x) + K_xX (K_XX + noise)^-1 (y - m)``, covariance ``K_xx - K_xX (K_XX + noise)^-1 K_Xx``, then the
+    outcome transform's scaling), returned as botorch's ``ModelListGP`` returns it (a block-diagonal
+    ``MultitaskMultivariateNormal``, outputs not interleaved), so Monte-Carlo acquisitions draw the same samples
+    from the same base samples. It skips gpytorch's lazy tensors and prediction strategy, which cost several
+    milliseconds per call whatever the size (profile of issue 23: most of an acquisition evaluation at
+    n = 40). Calls it does not cover (``output_indices``, observation noise) go to a ``ModelListGP`` of the
+    same models. Input transforms apply as in botorch (``Model.transform_inputs`` of each model).
+    """
+
+    def __init__(self, models: Sequence[SingleTaskGP]):
+        super().__init__()
+        self.models = torch.nn.ModuleList(models)
+        self.fallback = ModelListGP(*models)
+        self._cache = []
+        with torch.no_grad():
+            for model in models:
+                model.eval()
+                (train_X,) = model.train_inputs  # transformed inputs in eval mode
+                K = model.covar_module(train_X).to_dense()
+                noise = model.likelihood.noise.reshape(-1).expand(train_X.shape[-2])
+                L = psd_safe_cholesky(K + torch.diag_embed(noise))
+                residual = (model.train_targets - model.mean_module(train_X)).unsqueeze(-1)
+                self._cache.append((train_X, L, torch.cholesky_solve(residual, L)))
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.models)
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        return torch.Size([])
+
+    def _one(self, index: int, X: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean ``[..., q]`` and covariance ``[..., q, q]`` of output ``index`` at search points ``X [..., q, d]``."""
+        model, (train_X, L, alpha) = self.models[index], self._cache[index]
+        X = model.transform_inputs(X)
+        train = train_X.expand(*X.shape[:-2], *train_X.shape)
+        cross = model.covar_module(X, train).to_dense()  # [..., q, n]
+        mean = model.mean_module(X) + (cross @ alpha).squeeze(-1)
+        V = torch.linalg.solve_triangular(L, cross.transpose(-1, -2), upper=False)
+        covariance = model.covar_module(X).to_dense() - V.transpose(-1, -2) @ V
+        transform = getattr(model, "outcome_transform", None)
+        if transform is not None:  # Standardize: y = mean + stdv * standardised y
+            stdv, shift = transform.stdvs.reshape(()), transform.means.reshape(())
+            mean, covariance = shift + stdv * mean, stdv ** 2 * covariance
+        return mean, covariance
+
+    def posterior(self, X: Tensor, output_indices: list[int] | None = None, observation_noise: bool | Tensor = False,
+                  posterior_transform: PosteriorTransform | None = None, **kwargs: Any) -> GPyTorchPosterior:
+        """The joint posterior of every output at ``X [..., q, d]`` (botorch's ``Model.posterior``)."""
+        if output_indices is not None or observation_noise is not False or kwargs:
+            return self.fallback.posterior(X, output_indices=output_indices, observation_noise=observation_noise,
+                                           posterior_transform=posterior_transform, **kwargs)
+        parts = [self._one(i, X) for i in range(len(self.models))]
+        if len(parts) == 1:
+            distribution = MultivariateNormal(parts[0][0], to_linear_operator(parts[0][1]))
+        else:  # as ModelListGP builds it (MultitaskMultivariateNormal.from_independent_mvns): lazy, block diagonal
+            means = torch.stack([mean for mean, _ in parts], dim=-1)  # [..., q, m]
+            blocks = to_linear_operator(torch.stack([covariance for _, covariance in parts], dim=-3))
+            distribution = MultitaskMultivariateNormal(means, BlockDiagLinearOperator(blocks, block_dim=-3),
+                                                       interleaved=False)
+        posterior = GPyTorchPosterior(distribution=distribution)
+        return posterior_transform(posterior) if posterior_transform is not None else posterior
 
 
 def fit_map(model: SingleTaskGP, restarts: int = 0, fit_kwargs: Mapping[str, Any] | None = None,

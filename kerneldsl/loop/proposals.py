@@ -1,7 +1,9 @@
 """The default proposer: fit the loss and cost models, then optimise the tick or tock acquisition with pending points.
 
 `TickTockProposer` (a `kerneldsl.loop.proposer.BaseProposer`) turns a `History` into
-new search points. One call of `TickTockProposer.propose` fits both GPs once and proposes
+new search points. One call of `TickTockProposer.propose` fits both GPs once (their joint posterior then comes
+from `kerneldsl.model.CachedPosterior`: the same posterior as a ``ModelListGP``'s, without
+gpytorch's per-call overhead) and proposes
 one point per request, sequentially and greedily as botorch builds q-batches: every point
 already chosen in the call joins the pending points (trials still running) of the next,
 through botorch's ``X_pending``, so workers never get the same point or the same tiny
@@ -50,7 +52,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from botorch.models import ModelListGP
 from botorch.acquisition import AcquisitionFunction
 from botorch.exceptions.errors import CandidateGenerationError
 from botorch.optim import optimize_acqf, optimize_acqf_mixed_alternating
@@ -59,7 +60,7 @@ from botorch.optim.optimize_mixed import SUPPORTED_OPTIONS as ALTERNATING_OPTION
 from botorch.sampling import SobolQMCNormalSampler
 from torch import Tensor
 
-from ..model import KernelGP, OutputModel, default_feature_chain
+from ..model import CachedPosterior, KernelGP, OutputModel, default_feature_chain
 from ..space.combinations import Combination, choice_combinations
 from ..space.sampling import SamplingError, sample
 from ..space.space import Space
@@ -141,8 +142,8 @@ class TickTockProposer(BaseProposer):
                 proposal_threads(self.options.threads, points):
             torch.manual_seed(seed_for(self.seed, requests[0].trial_id))
             start = time.perf_counter()
-            model = ModelListGP(self.models["loss"].fit(data.models.X_loss, data.models.y_loss),
-                                self.models["cost"].fit(data.models.X_cost, data.models.y_cost))
+            model = CachedPosterior([self.models["loss"].fit(data.models.X_loss, data.models.y_loss),
+                                     self.models["cost"].fit(data.models.X_cost, data.models.y_cost)])
             fit_seconds = time.perf_counter() - start
             search = _Search(model, data.models, history.max_cost)
             for k, request in enumerate(requests):
@@ -293,7 +294,7 @@ class TickTockProposer(BaseProposer):
 class _Search:
     """One proposal call's fitted models (loss, cost), the data they were fitted to, and the budget."""
 
-    model: ModelListGP
+    model: CachedPosterior
     data: ModelData
     max_cost: float
 
