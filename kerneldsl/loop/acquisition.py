@@ -21,14 +21,17 @@ import torch
 from botorch.acquisition.logei import TAU_MAX, TAU_RELU, LogImprovementMCAcquisitionFunction
 from botorch.acquisition.logei import qLogNoisyExpectedImprovement
 from botorch.acquisition.objective import GenericMCObjective
+from botorch.acquisition.utils import prune_inferior_points
 from botorch.exceptions.warnings import BotorchWarning
 from botorch.models.model import Model
+from botorch.sampling import SobolQMCNormalSampler
 from botorch.sampling.base import MCSampler
 from botorch.utils.safe_math import log_fatplus, log_softplus
 from botorch.utils.transforms import match_batch_shape
 from torch import Tensor
 
-__all__ = ["LOSS", "COST", "qLogCostImprovement", "tock_acquisition", "cost_constraint"]
+__all__ = ["LOSS", "COST", "qLogCostImprovement", "tock_acquisition", "cost_constraint", "possible_incumbents",
+           "PRUNE_SAMPLES", "PRUNE_REFERENCE_ABOVE"]
 
 LOSS, COST = 0, 1  # output columns of the model: log loss, log cost
 
@@ -69,6 +72,20 @@ def tock_acquisition(model: Model, X_baseline: Tensor, max_cost: float, sampler:
         )
 
 
+PRUNE_SAMPLES = 2048
+"""Posterior samples that decide which reference points of a tick can be its incumbent (botorch's default)."""
+PRUNE_REFERENCE_ABOVE = 32
+"""A tick's reference set is pruned to its possible incumbents when it has more points than this."""
+
+
+def possible_incumbents(model: Model, X: Tensor, num_samples: int = PRUNE_SAMPLES) -> Tensor:
+    """The points of ``X [n, d]`` that have the lowest modelled loss in at least one of ``num_samples`` joint
+    posterior samples (botorch's ``prune_inferior_points`` on the negative loss, fixed base samples so the global
+    random state is left alone)."""
+    sampler = SobolQMCNormalSampler(sample_shape=torch.Size([num_samples]), seed=0)
+    return prune_inferior_points(model, X, objective=GenericMCObjective(_negative_log_loss), sampler=sampler)
+
+
 class qLogCostImprovement(LogImprovementMCAcquisitionFunction):
     r"""Tick: log expected cost reduction at equal-or-better loss, judged per posterior sample.
 
@@ -92,13 +109,24 @@ class qLogCostImprovement(LogImprovementMCAcquisitionFunction):
     handled as botorch's MC acquisition functions do: they are appended to every
     candidate batch, so the value is that of the best of candidate and pending points
     per sample, and a candidate near a pending point gains little.
+
+    A reference set of more than ``prune_reference`` points (default `PRUNE_REFERENCE_ABOVE`;
+    None: never) keeps only the points that can be the incumbent: those with the lowest loss of
+    ``R`` in some of `PRUNE_SAMPLES` posterior samples (`possible_incumbents`, as
+    ``qLogNoisyExpectedImprovement`` prunes its baseline). A point that is never the incumbent
+    changes no sample's utility, and each evaluation then samples the joint posterior of the
+    remaining points and the candidate only (cont8, n = 100: 39 -> 21 ms CPU per evaluation
+    with its gradient). Small sets are kept whole: there pruning saves little and only redraws
+    the Monte-Carlo noise (the base samples meet fewer points).
     """
 
     def __init__(self, model: Model, X_reference: Tensor, max_cost: float, sampler: MCSampler | None = None,
                  eta: float = 1e-3, fat: bool = True, tau_relu: float = TAU_RELU, tau_max: float = TAU_MAX,
-                 X_pending: Tensor | None = None):
+                 X_pending: Tensor | None = None, prune_reference: int | None = PRUNE_REFERENCE_ABOVE):
         if X_reference.dim() != 2 or X_reference.shape[0] == 0:
             raise ValueError(f"qLogCostImprovement needs a non-empty [n, d] X_reference, got shape {tuple(X_reference.shape)}")
+        if prune_reference is not None and X_reference.shape[0] > max(prune_reference, 1):
+            X_reference = possible_incumbents(model, X_reference)
         constraints = [self._loss_constraint]
         budget = cost_constraint(max_cost)
         if budget is not None:
