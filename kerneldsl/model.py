@@ -202,10 +202,11 @@ class CachedPosterior(Model):
         model, (train_X, L, alpha) = self.models[index], self._cache[index]
         X = model.transform_inputs(X)
         train = train_X.expand(*X.shape[:-2], *train_X.shape)
-        cross = model.covar_module(X, train).to_dense()  # [..., q, n]
+        q = X.shape[-2]
+        prior, cross = model.covar_module(X, torch.cat([X, train], dim=-2)).to_dense().split([q, train.shape[-2]], -1)
         mean = model.mean_module(X) + (cross @ alpha).squeeze(-1)
         V = torch.linalg.solve_triangular(L, cross.transpose(-1, -2), upper=False)
-        covariance = model.covar_module(X).to_dense() - V.transpose(-1, -2) @ V
+        covariance = prior - V.transpose(-1, -2) @ V
         transform = getattr(model, "outcome_transform", None)
         if transform is not None:  # Standardize: y = mean + stdv * standardised y
             stdv, shift = transform.stdvs.reshape(()), transform.means.reshape(())
