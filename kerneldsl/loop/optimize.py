@@ -1,23 +1,33 @@
 """The event loop of `Study.optimize`: keep trials in flight on a pool, tell each one as it finishes.
 
-`TrialLoop.run` repeats until the study has its trials and none is in flight:
+`TrialLoop.run` repeats until the study has its trials and none is running:
 
-1. fill: ask as many trials as there are free slots (``ask(free, retry)``: the configs of
-   lost trials first), each running until told, and submit a `TrialCall` for each;
-2. wait for the first to finish (at most until the nearest timeout deadline, and at most
-   `POLL` seconds while reports may arrive);
-3. take the reports that arrived (journaled before the outcome of the same trial) and
-   raise the stop flags the study decides on;
+1. fill: the trials of drivers whose lease on the shared journal is over are marked lost
+   (looked at every `LEASE_LOOK` of the lease at most), then as many trials are asked as
+   there are free slots (``ask(free, retry)``: the configs of lost trials first), each running
+   until told, and a `TrialCall` submitted for each. The first free slot gets the proposal
+   made ahead (step 2) when there is one: a worker that finishes gets its next config at once;
+2. while trials run, a thread of the driver prepares the next proposal (`Study.prepare`)
+   with every running trial pending; a trial that finishes meanwhile leaves it valid (its
+   point was chosen with that trial pending); an ask of another driver meanwhile makes the
+   ask propose again (`Study._ask`). The ask record is written when the trial is handed out;
+3. wait for the first trial to finish (at most until the nearest timeout deadline); reports
+   are answered meanwhile by the report channel's thread (`kerneldsl.loop.reporting`);
 4. collect the finished trials and `TrialLog.finish` them (a trial taken down with another
    trial's worker runs again);
-5. fail the trials past their deadline ("timed out") and cancel them on the pool.
+5. fail the trials past their deadline ("timed out") and cancel them on the pool;
+6. with nothing in flight, wait while trials of other drivers of the journal still run:
+   they are finished by their driver, or marked lost here when its lease is over and run
+   again, so every driver returns the same study.
 
-Warnings raised while proposing are counted and summarised once at the end instead of
-breaking the progress bar. This process alone asks, tells and writes the journal.
+Each trial records how long its worker slot waited for it (``timings["wait"]``: from the
+slot becoming free to the trial being asked). Warnings raised while proposing are counted
+and summarised once at the end instead of breaking the progress bar.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import threading
 import time
 import warnings
@@ -26,28 +36,43 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .executors import TrialCall, TrialPool
-from .reporting import POLL, ReportChannel
+from .reporting import ReportChannel
 from .runner import Outcome, takes_reporter
-from .trial import Trial, TrialState
+from .trial import Phase, Trial, TrialState
 from .trial_log import TrialLog
 
-__all__ = ["TrialLoop", "AskFunction"]
+__all__ = ["TrialLoop", "AskFunction", "PrepareFunction", "LEASE_LOOK"]
 
-AskFunction = Callable[[int, Sequence[Trial]], list[Trial]]
-"""``ask(count, retry)``: ask ``count`` trials (journaled), the configs of the lost trials ``retry`` first."""
+LEASE_LOOK = 0.2
+"""Fraction of the journal's lease between two looks for drivers whose lease is over."""
+
+
+AskFunction = Callable[[int, Sequence[Trial], Any, "float | None"], list[Trial]]
+"""``ask(count, retry, prepared, free_since)``: ask ``count`` trials (journaled), the configs of the lost trials
+``retry`` first, with proposals ``prepared`` ahead if still valid (else made now), past a fixed ``n_trials``
+fewer; ``free_since``: when the worker slot became free."""
+PrepareFunction = Callable[[int], Any]
+"""``prepare(count)``: proposals for the next ``count`` trials, made on the loop's proposal thread."""
 
 
 class TrialLoop:
-    """Runs ``objective`` on ``pool`` for ``study``, ``width`` trials in flight, asking through ``ask``."""
+    """Runs ``objective`` on ``pool`` for ``study``, ``width`` trials in flight, asking through ``ask``;
+    with ``prepare``, the next proposal is made ahead while trials run (None: each when it is needed, as one
+    worker wants: its proposal then knows the outcome of the trial before)."""
 
     def __init__(self, study: TrialLog, ask: AskFunction, pool: TrialPool, width: int,
-                 objective: Callable[..., Any], timeout: float | None = None):
-        self.study, self.ask, self.pool, self.width = study, ask, pool, width
+                 objective: Callable[..., Any], timeout: float | None = None,
+                 prepare: PrepareFunction | None = None):
+        self.study, self.ask, self.prepare, self.pool, self.width = study, ask, prepare, pool, width
         self.objective, self.timeout = objective, timeout
         self.reports = takes_reporter(objective)
         self.channel: ReportChannel | None = None
         self.in_flight: dict[Any, tuple[Trial, TrialCall, float]] = {}  # future -> trial, its call, when it was sent
         self.model_warnings: Counter[str] = Counter()  # raised while proposing: summarised once, not mid-bar
+        self.free_since: list[float] = []  # when each free worker slot became free
+        self._ahead = cf.ThreadPoolExecutor(1, thread_name_prefix="kerneldsl-propose") if prepare else None
+        self._prepared: cf.Future | None = None
+        self._looked = 0.0
 
     def run(self, target: int, retry: Sequence[Trial] = (), progress: bool = True) -> None:
         """Run trials until the study counts ``target`` of them; ``retry``: lost trials whose configs run first.
@@ -57,13 +82,19 @@ class TrialLoop:
         bar = tqdm(total=target, initial=self.study.n_counted, desc="study", unit="trial", disable=not progress,
                    dynamic_ncols=True)
         retry, interrupted = list(retry), True
+        self.free_since = [time.time()] * self.width
         try:
             self.channel = self.pool.report_channel() if self.reports else None
+            if self.channel is not None:
+                self.channel.serve(self._on_report)
             self._postfix(bar)
             while True:
                 retry = self._fill(target, retry, bar)
                 if not self.in_flight:
-                    break
+                    if not self._others_running():
+                        break
+                    continue
+                self._prepare_ahead(target, retry)
                 self._step(bar)
                 self._postfix(bar)
             interrupted = False
@@ -71,6 +102,8 @@ class TrialLoop:
             bar.close()
             for future in self.in_flight:
                 future.cancel()
+            if self._ahead is not None:
+                self._ahead.shutdown(wait=not interrupted, cancel_futures=True)
             self.pool.close(interrupted=interrupted)
             if self.channel is not None:
                 self.channel.close()
@@ -78,19 +111,71 @@ class TrialLoop:
 
     def _fill(self, target: int, retry: list[Trial], bar) -> list[Trial]:
         """Ask and submit trials into the free slots; returns the lost trials still to run again."""
+        retry = retry + self._lost_elsewhere()
         free = min(self.width - len(self.in_flight), target - self.study.n_counted)
         if free <= 0:
             return retry
         _, phase = self.study.schedule.slot(self.study.n_counted)
         bar.set_description(f"study ({phase.value})")
+        since = sorted(self.free_since)
+        asked: list[Trial] = []
+        prepared = self._take_prepared(retry)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            asked = self.ask(free, retry)
+            if prepared is not None:
+                asked += self.ask(1, (), prepared, since[0])
+            if free - len(asked) > 0:
+                asked += self.ask(free - len(asked), retry, None, since[len(asked)])
         self.model_warnings.update(f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught)
         for trial in asked:
+            self.free_since.remove(min(self.free_since))
             self._submit(trial, TrialCall(trial.id, self.objective, trial.config, self.study.log_loss, self.timeout,
                                           reporter=self._reporter(trial)))
-        return retry[min(len(retry), free):]
+        used = sum(t.retry_of is not None for t in asked)
+        return retry[min(len(retry), used):]
+
+    def _prepare_ahead(self, target: int, retry: list[Trial]) -> None:
+        """Start the next proposal on the proposal thread, the running trials pending (when one will be needed)."""
+        if self._ahead is None or self._prepared is not None or retry:
+            return
+        if self.study.n_counted >= target or self.study.schedule.slot(self.study.n_counted)[1] is Phase.INIT:
+            return  # nothing more to ask, or an initial point (no model: nothing to gain)
+        self._prepared = self._ahead.submit(self._prepare)
+
+    def _prepare(self) -> tuple[Any, list[warnings.WarningMessage]]:
+        with warnings.catch_warnings(record=True) as caught:  # the main thread proposes only after this is done
+            warnings.simplefilter("always")
+            return self.prepare(1), list(caught)
+
+    def _take_prepared(self, retry: list[Trial]) -> Any:
+        """The proposal made ahead (waiting for it to be done), or None; dropped when lost trials run first."""
+        if self._prepared is None:
+            return None
+        future, self._prepared = self._prepared, None
+        prepared, caught = future.result()
+        self.model_warnings.update(f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught)
+        return None if retry else prepared
+
+    def _lost_elsewhere(self) -> list[Trial]:
+        """Running trials of drivers whose lease is over, marked lost (looked at every `LEASE_LOOK` lease)."""
+        journal = self.study.journal
+        if journal is None or time.monotonic() - self._looked < LEASE_LOOK * journal.lease:
+            return []
+        self._looked = time.monotonic()
+        return self.study.mark_lost(own=False)
+
+    def _others_running(self) -> bool:
+        """Whether trials of drivers in other processes still run (then waits a little: they end, or become lost).
+        Trials of another driver in this process (an ``ask`` not told yet) are not waited for: nothing would end
+        them while this thread waits."""
+        journal = self.study.journal
+        if journal is None:
+            return False
+        self.study.sync()
+        if not journal.elsewhere(t.driver for t in self.study.running):
+            return False
+        time.sleep(min(1.0, LEASE_LOOK * journal.lease))
+        return True
 
     def _submit(self, trial: Trial, call: TrialCall) -> None:
         self.in_flight[self.pool.submit(call)] = (trial, call, time.time())
@@ -109,15 +194,21 @@ class TrialLoop:
 
         return direct
 
+    def _on_report(self, trial_id: int, cost: Any, progress: Any, loss: Any) -> bool:
+        """A report through the channel (on its thread): recorded, and the study's decision returned."""
+        return self.study.report(trial_id, cost, progress, loss)
+
     def _step(self, bar) -> None:
-        """Wait for trials, take the reports, tell the finished trials and the timed-out ones."""
+        """Wait for trials, tell the finished trials and the timed-out ones."""
         deadlines = [d for _, call, sent in self.in_flight.values()
                      if (d := self.pool.deadline(call, sent, self.timeout))]
         wait = None if not deadlines else max(0.0, min(deadlines) - time.time())
-        if self.channel is not None:
-            wait = POLL if wait is None else min(wait, POLL)
+        if self.channel is not None or self.study.journal is not None:
+            look = 1.0 if self.study.journal is None else LEASE_LOOK * self.study.journal.lease
+            wait = look if wait is None else min(wait, look)  # errors of the report thread, other drivers' leases
         done = self.pool.wait(list(self.in_flight), wait)
-        self._take_reports()  # before the tells: a trial's reports are journaled before its outcome
+        if self.channel is not None and self.channel.error is not None:
+            raise self.channel.error
         for future in done:
             trial, call, _ = self.in_flight.pop(future)
             outcome = self.pool.collect(future, call)
@@ -125,6 +216,7 @@ class TrialLoop:
                 self._submit(trial, call)
                 continue
             self.study.finish(trial, outcome)
+            self.free_since.append(time.time())
             bar.update(1)
         self._expire(bar)
 
@@ -138,15 +230,8 @@ class TrialLoop:
                 how = self.pool.cancel(future, call)
                 self.study.finish(trial, Outcome(TrialState.FAILED, error=f"timed out after {self.timeout:g} s ({how})",
                                                  seconds=now - sent))
+                self.free_since.append(time.time())
                 bar.update(1)
-
-    def _take_reports(self) -> None:
-        """Record the reports that arrived through the channel and raise the stop flags the study decides on."""
-        if self.channel is None:
-            return
-        for trial_id, cost, progress, loss in self.channel.drain():
-            if self.study.report(trial_id, cost, progress, loss):
-                self.channel.stop(trial_id)
 
     def _postfix(self, bar) -> None:
         best = self.study.best

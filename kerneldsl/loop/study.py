@@ -36,10 +36,11 @@ tick, tock, tick, each with the earlier ones pending.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +57,29 @@ from .optimize import TrialLoop
 from .options import (CHECKED_SETTINGS, AcquisitionOptions, ModelOptions, Schedule, StudyOptions, check_count, header,
                       settings_of)
 from .proposals import TickTockProposer
-from .proposer import BaseProposer, ProposalRequest
+from .proposer import BaseProposer, Proposal, ProposalRequest
 from .results import TickTockResult
 from .stopping import CostStopping
 from .trial import Phase, Trial
 from .trial_log import LOST_REASON, StudyError, TrialLog
 
-__all__ = ["Study", "ReadOnlyStudy", "StudyError", "FAILED_LOSS_MARGIN", "MIN_FAILED_GAP"]
+__all__ = ["Study", "ReadOnlyStudy", "StudyError", "Prepared", "FAILED_LOSS_MARGIN", "MIN_FAILED_GAP", "REPROPOSE"]
+
+REPROPOSE = 2
+"""How often an ask makes its proposals again outside the journal's lock when other drivers' asks overtook them."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Trials made ready to ask (`Study.prepare`): valid while the study has ``n_known`` trials."""
+
+    n_known: int
+    count: int
+    retry: tuple[Trial, ...]
+    asked: list[Trial]
+    """The retries and initial-design trials (not added yet)."""
+    requests: list[ProposalRequest]
+    proposals: list[Proposal]
 
 _MODEL_BUILDING = ("loss_kernel", "cost_kernel", "feature_chain", "kernel_groups", "kernel_options", "fit_options")
 """`ModelOptions` fields that only the default proposer uses (the study itself uses log_loss, device, dtype)."""
@@ -192,37 +209,86 @@ class Study(TrialLog):
             raise StudyError(f"Study.ask({'' if n is None else n}): the study has n_trials={self.n_trials} and "
                              f"{self.n_counted} of them are asked ({left} left); make a Study with a larger n_trials "
                              "to go on")
-        trials = self._ask(count)
+        trials = self._ask(count, clip=False)
         return trials[0] if n is None else trials
 
-    def _ask(self, count: int, retry: Sequence[Trial] = ()) -> list[Trial]:
-        """Ask ``count`` trials, the configs of the lost trials ``retry`` first, and journal them."""
-        started, budget = time.time(), self.max_cost
+    def _ask(self, count: int, retry: Sequence[Trial] = (), prepared: Prepared | None = None,
+             free_since: float | None = None, clip: bool = True) -> list[Trial]:
+        """Ask ``count`` trials, the configs of the lost trials ``retry`` first, and journal them.
+
+        Proposals are made outside the journal's lock (other drivers tell and report meanwhile), then the
+        trials are asked under it with the next free ids: ``prepared`` proposals (`prepare`), or new ones.
+        Proposals that another driver's asks overtook (made without those trials pending) are made again,
+        at most `REPROPOSE` times outside the lock, then under it. ``free_since``: when the worker that runs
+        the trials became free (their ``timings["wait"]`` counts from then to now). Past a fixed ``n_trials``
+        (other drivers asked the last ones): fewer trials (``clip``), or `StudyError`."""
+        for attempt in range(REPROPOSE + 1):
+            plan = prepared if prepared is not None and attempt == 0 else self.prepare(count, retry)
+            with self.transaction():
+                if len(self.trials) == plan.n_known:
+                    return self._commit(plan, free_since, clip)
+        with self.transaction():  # other drivers keep overtaking: propose with the lock held
+            return self._commit(self.prepare(count, retry), free_since, clip)
+
+    def prepare(self, count: int, retry: Sequence[Trial] = ()) -> Prepared:
+        """Proposals for the next ``count`` trials (after the configs of ``retry``), every trial asked so far
+        (running ones pending) and the initial points of the same batch pending; asked later by `_ask`.
+
+        Safe on another thread than the driver's loop: the trials are copied under the study's lock first."""
+        with self.transaction():  # the other drivers' asks and tells first
+            n_known, n_counted = len(self.trials), self.n_counted
+            trials, points = [copy.copy(t) for t in self.trials], list(self._X)
+        asked, requests = self._plan(count, retry, n_known, n_counted)
+        proposals: list[Proposal] = []
+        if requests:
+            history = History(self.space, [*trials, *asked], self.max_cost, self.model_options.loss_scale,
+                              points + [self._search_point(t.config) for t in asked])
+            proposals = self.proposer.propose(history, requests)
+        return Prepared(n_known, count, tuple(retry[:count]), asked, requests, proposals)
+
+    def _plan(self, count: int, retry: Sequence[Trial], n_known: int, n_counted: int
+              ) -> tuple[list[Trial], list[ProposalRequest]]:
+        """The retries and initial-design trials of the next ``count`` (not added) and the model-based requests."""
+        started = time.time()
         asked: list[Trial] = []
         for lost in retry[:count]:
-            asked.append(Trial(id=len(self.trials) + len(asked), config=dict(lost.config), phase=lost.phase,
+            asked.append(Trial(id=n_known + len(asked), config=dict(lost.config), phase=lost.phase,
                                iteration=lost.iteration, proposal=f"retry of trial {lost.id} ({LOST_REASON})",
                                prediction=lost.prediction, started=started, retry_of=lost.id))
         requests: list[ProposalRequest] = []
         for _ in range(count - len(asked)):
-            trial_id = len(self.trials) + len(asked) + len(requests)
-            iteration, phase = self.schedule.slot(self.n_counted + len(asked) + len(requests))
+            trial_id = n_known + len(asked) + len(requests)
+            iteration, phase = self.schedule.slot(n_counted + len(asked) + len(requests))
             if phase is Phase.INIT:
-                config, how = self._initial_point(self.n_counted + len(asked))
+                config, how = self._initial_point(n_counted + len(asked))
                 asked.append(Trial(id=trial_id, config=config, phase=Phase.INIT, proposal=how, started=started))
             else:
                 requests.append(ProposalRequest(trial_id, iteration, phase))
-        if requests:
-            proposals = self.proposer.propose(self.history(asked), requests)
-            for request, proposal in zip(requests, proposals):
-                asked.append(Trial(id=request.trial_id, config=self.space.to_configs(proposal.x[None])[0],
-                                   phase=proposal.phase, iteration=request.iteration, proposal=proposal.how,
-                                   prediction=proposal.prediction, timings=proposal.timings, started=started))
+        return asked, requests
+
+    def _commit(self, plan: Prepared, free_since: float | None, clip: bool) -> list[Trial]:
+        """Ask the trials of ``plan`` (inside a transaction, with nothing asked since it was made) and journal them;
+        past a fixed ``n_trials`` (other drivers asked meanwhile): ``clip`` to it, or raise `StudyError`."""
+        started, budget = time.time(), self.max_cost
+        asked = [replace(t, started=started) for t in plan.asked]
+        left = None if self.n_trials is None else self.n_trials - self.n_counted
+        for request, proposal in zip(plan.requests, plan.proposals):
+            asked.append(Trial(id=request.trial_id, config=self.space.to_configs(proposal.x[None])[0],
+                               phase=proposal.phase, iteration=request.iteration, proposal=proposal.how,
+                               prediction=proposal.prediction, timings=dict(proposal.timings), started=started))
         asked.sort(key=lambda t: t.id)
+        if left is not None and len(asked) > left:  # other drivers asked the last ones meanwhile
+            if not clip:
+                raise StudyError(f"Study.ask: the study has n_trials={self.n_trials} and {self.n_counted} of them "
+                                 f"are asked ({max(left, 0)} left; other drivers of its journal asked the others)")
+            asked = asked[:max(left, 0)]
+        driver = self.journal.driver if self.journal is not None else None
         for trial in asked:
-            trial.budget = budget
+            trial.budget, trial.driver = budget, driver
+            if free_since is not None:
+                trial.timings["wait"] = max(0.0, started - free_since)
+            self._append(trial.ask_record())
             self._add(trial)
-            self._write(trial.ask_record())
         return asked
 
     def _initial_point(self, position: int) -> tuple[dict, str]:
@@ -269,7 +335,7 @@ class Study(TrialLog):
         if self._resumed and progress:
             print(f"resuming {self._resumed} trials from {self.journal.path}")
         self._resumed = 0
-        loop = TrialLoop(self, self._ask, pool, width, objective, timeout)
+        loop = TrialLoop(self, self._ask, pool, width, objective, timeout, self.prepare if width > 1 else None)
         try:
             retry = self.mark_lost()
         except BaseException:
@@ -307,10 +373,20 @@ class ReadOnlyStudy(TrialLog):
     def _journal_name(self) -> str:
         return str(self.path)
 
-    def _write(self, record: dict) -> None:
+    def _writable(self) -> Journal:
         if self.journal is None:  # opened for writing at the first tell only
             self.journal = Journal(self.path, self._header)
-        super()._write(record)
+            self._catch_up(self.journal.trials)
+        return self.journal
+
+    def _catch_up(self, current: Sequence[Trial]) -> None:
+        """What happened in the journal between loading and opening it (other drivers went on)."""
+        for trial, now in zip(self.trials, current):
+            trial.reports.extend(now.reports[len(trial.reports):])
+            if now.state.finished and not trial.state.finished:
+                trial.apply_tell(now.tell_record())
+        for now in current[len(self.trials):]:
+            self._add(now)
 
     def ask(self, n: int | None = None):
         """Refused: asking needs the study's space (``Study.load(path, space=space)``)."""

@@ -112,6 +112,9 @@ class Trial:
     """For a stopped trial: the final cost the study estimated when it stopped it (what the cost model sees)."""
     warnings: list[str] = field(default_factory=list)
     """Problems with what the trial reported (ignored reports), recorded instead of failing the study."""
+    driver: str | None = None
+    """The id of the driver (the `Study` object) that asked it: its running trials are lost only when that
+    driver's lease on the journal is over (`kerneldsl.loop.journal`)."""
 
     def feasible(self, max_cost: float) -> bool:
         """Finished with a loss and a cost within ``max_cost``."""
@@ -122,7 +125,8 @@ class Trial:
         """What the journal stores when the trial is asked."""
         return {"kind": "ask", "trial": self.id, "iteration": self.iteration, "phase": self.phase.value,
                 "config": self.config, "proposal": self.proposal, "prediction": self.prediction,
-                "timings": self.timings, "started": self.started, "retry_of": self.retry_of, "budget": self.budget}
+                "timings": self.timings, "started": self.started, "retry_of": self.retry_of, "budget": self.budget,
+                "driver": self.driver}
 
     def tell_record(self) -> dict[str, Any]:
         """What the journal stores when the trial is told."""
@@ -136,7 +140,8 @@ class Trial:
         return cls(id=record["trial"], config=dict(record["config"]), phase=Phase(record["phase"]),
                    iteration=record.get("iteration", 0), proposal=record.get("proposal", ""),
                    prediction=record.get("prediction"), timings=dict(record.get("timings") or {}),
-                   started=record.get("started"), retry_of=record.get("retry_of"), budget=record.get("budget"))
+                   started=record.get("started"), retry_of=record.get("retry_of"), budget=record.get("budget"),
+                   driver=record.get("driver"))
 
     def apply_tell(self, record: dict[str, Any]) -> None:
         self.state = TrialState(record["state"])

@@ -5,14 +5,23 @@ against the budget (``best``, ``max_cost``), summarise them (``result``,
 ``trials_dataframe``), each ask, report and tell journaled by `TrialLog._write`. `Study`
 adds the space and its proposer (``ask``, ``optimize``); a study loaded without its space
 is a `TrialLog` that can tell and report (`kerneldsl.loop.study.ReadOnlyStudy`).
+
+Other drivers may share the journal: every write is made in a `TrialLog.transaction`,
+which first applies what they appended (their asks become trials here, their tells and
+reports land on the trials), so decisions (a trial id, whether a trial still runs) are
+made on the whole study. The driver's own threads (report channel, proposals) take turns
+on one re-entrant lock.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from .budget import Budget
@@ -48,6 +57,7 @@ class TrialLog:
         self._budget_warnings: list[str] = []
         self.trials: list[Trial] = list(trials)
         self.journal: Journal | None = None
+        self._mutex = threading.RLock()
 
     # ------------------------------------------------------------------ views
     @property
@@ -126,7 +136,10 @@ class TrialLog:
         that reason, as in ``optimize``. Telling a trial twice, a trial of another study, or outputs without
         ``loss`` and ``cost`` raises `StudyError` and writes nothing.
         """
-        target = self._owned(trial)
+        with self.transaction():
+            return self._tell(self._owned(trial), outputs, error)
+
+    def _tell(self, target: Trial, outputs: Mapping[str, Any] | None, error: str | None) -> Trial:
         if (outputs is None) == (error is None):
             raise StudyError(f"Study.tell(trial {target.id}): pass either outputs={{'loss': ..., 'cost': ...}} "
                              "or error='reason', not " + ("both" if outputs is not None else "neither"))
@@ -165,7 +178,10 @@ class TrialLog:
         (negative or decreasing cost, progress outside (0, 1], NaN, a trial that has ended) is
         ignored and recorded in the trial's ``warnings``; it never ends the trial or the study.
         """
-        target = self._trial_of(trial, "Study.report")
+        with self.transaction():
+            return self._report(self._trial_of(trial, "Study.report"), cost, progress, loss)
+
+    def _report(self, target: Trial, cost, progress, loss) -> bool:
         problem = _report_problem(target, cost, progress, loss)
         if problem is not None:
             message = f"trial {target.id}: report ignored: {problem}"
@@ -174,8 +190,8 @@ class TrialLog:
             return target.stop_requested
         report = Report(float(as_number(cost)), float(as_number(progress)),
                         None if loss is None else float(as_number(loss)), time.time())
+        self._append(report.record(target.id))
         target.reports.append(report)
-        self._write(report.record(target.id))
         if self.stopping is not None and not target.stop_requested and report.progress < 1.0:  # done: nothing to save
             estimate = self.stopping.estimate(report.cost, report.progress, _prior(target))
             if self.stopping.should_stop(estimate, self.max_cost):
@@ -204,30 +220,90 @@ class TrialLog:
 
     def finish(self, trial: Trial, outcome: Outcome) -> Trial:
         """Record ``outcome`` as what the running ``trial`` produced (journaled); a trial asked to stop that did not
-        complete is stopped. `tell` checks the user's outputs first; the driver of `Study.optimize` tells here."""
-        if trial.stop_requested and outcome.state is not TrialState.LOST and not _completed(trial, outcome):
-            spent = outcome.cost if outcome.cost is not None else trial.reports[-1].cost
-            outcome = Outcome(TrialState.STOPPED, outcome.loss, spent, outcome.outputs, outcome.error, outcome.seconds)
-        trial.state, trial.loss, trial.cost = outcome.state, outcome.loss, outcome.cost
-        trial.error, trial.outputs = outcome.error, dict(outcome.outputs)
-        if outcome.seconds:
-            trial.timings["objective"] = outcome.seconds
-        trial.finished = time.time()
-        self._write(trial.tell_record())
+        complete is stopped. `tell` checks the user's outputs first; the driver of `Study.optimize` tells here.
+
+        A trial that another driver marked lost meanwhile (this driver's lease ran out while it ran) keeps the
+        outcome it came back with; marking a trial lost that has ended meanwhile does nothing."""
+        with self.transaction():
+            if trial.state.finished and (trial.state is not TrialState.LOST or outcome.state is TrialState.LOST):
+                return trial
+            if trial.stop_requested and outcome.state is not TrialState.LOST and not _completed(trial, outcome):
+                spent = outcome.cost if outcome.cost is not None else trial.reports[-1].cost
+                outcome = Outcome(TrialState.STOPPED, outcome.loss, spent, outcome.outputs, outcome.error,
+                                  outcome.seconds)
+            told = copy.copy(trial)
+            told.state, told.loss, told.cost = outcome.state, outcome.loss, outcome.cost
+            told.error, told.outputs = outcome.error, dict(outcome.outputs)
+            told.timings = {**trial.timings, **({"objective": outcome.seconds} if outcome.seconds else {})}
+            told.finished = time.time()
+            self._append(told.tell_record())  # written first: a record that cannot be stored changes nothing
+            for name in ("state", "loss", "cost", "error", "outputs", "timings", "finished"):
+                setattr(trial, name, getattr(told, name))
         return trial
 
-    def mark_lost(self) -> list[Trial]:
-        """Running trials of an earlier process become lost (journaled); returned for retrying."""
-        lost = []
-        for trial in self.running:
-            self.finish(trial, Outcome(TrialState.LOST, error=LOST_REASON))
-            lost.append(trial)
-        return lost
+    def mark_lost(self, own: bool = True) -> list[Trial]:
+        """Running trials whose driver is gone become lost (journaled); returned for retrying.
+
+        A driver is gone when its lease on the journal is over (`kerneldsl.loop.journal`); ``own``: this
+        study's own running trials too (those ``optimize`` did not ask: asked with ``ask`` and never told).
+        Without a journal every running trial is this study's own."""
+        with self.transaction():
+            running = self.running
+            if self.journal is None:
+                gone = running if own else []
+            else:
+                expired = self.journal.expired(t.driver for t in running)
+                gone = [t for t in running if t.driver in expired or (own and t.driver == self.journal.driver)]
+            for trial in gone:
+                self.finish(trial, Outcome(TrialState.LOST, error=LOST_REASON))
+        return gone
+
+    # ------------------------------------------------------------------ journal
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """This driver's turn on the study: with a journal, its lock, and the other drivers' new records applied."""
+        with self._mutex:
+            journal = self._writable()
+            if journal is None:
+                yield
+                return
+            with journal.transaction() as records:
+                self._apply(records)
+                yield
+
+    def sync(self) -> None:
+        """Apply what other drivers appended to the journal since the last look."""
+        with self.transaction():
+            pass
+
+    def _writable(self) -> Journal | None:
+        """The journal that transactions write to (None: none)."""
+        return self.journal
+
+    def _apply(self, records: Sequence[dict]) -> None:
+        """Other drivers' records (checked by the journal): asks become trials, tells and reports land on theirs."""
+        for record in records:
+            kind, trial_id = record["kind"], record["trial"]
+            if kind == "ask":
+                self._add(Trial.from_ask(record))
+            elif kind == "tell":
+                self.trials[trial_id].apply_tell(record)
+            elif kind == "report":
+                self.trials[trial_id].reports.append(Report.from_record(record))
+
+    def _add(self, trial: Trial) -> None:
+        """A trial asked (by this driver or another) joins the study."""
+        self.trials.append(trial)
+
+    def _append(self, record: dict) -> None:
+        """Journal ``record`` (an ask, report or tell) inside a `transaction`, when there is a journal."""
+        if self.journal is not None:
+            self.journal.append(record)
 
     def _write(self, record: dict) -> None:
-        """Journal ``record`` (an ask, report or tell), when there is a journal."""
-        if self.journal is not None:
-            self.journal.write(record)
+        """Journal ``record`` in a transaction of its own."""
+        with self.transaction():
+            self._append(record)
 
     def close(self) -> None:
         """Close the journal (the study's trials stay readable)."""

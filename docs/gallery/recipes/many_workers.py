@@ -176,3 +176,26 @@ if __name__ == "__main__":
 # when the driver is killed at any moment: at most the running trials are run twice.
 # ``kd.Study.load("out/workers.jsonl")`` opens a journal for reading (trials, best,
 # summary and plot) without the space.
+#
+# Several drivers on one journal
+# ------------------------------
+#
+# A SLURM array of 4 tasks, each running the same script, is 4 drivers of one study:
+#
+# .. code-block:: python
+#
+#     # tune.py, started as `sbatch --array=0-3 run.sh` (each task: python tune.py)
+#     with kd.Study(space, max_cost=0.5, journal="/shared/study.jsonl", n_init=8, n_trials=64,
+#                   seed=0) as study:
+#         study.optimize(train, n_workers=1)
+#         print(study.best)
+#
+# Each append happens under the journal's lock after reading what the others appended, so
+# trial ids are unique and each driver proposes with the others' running trials pending.
+# Each driver holds a lease (a heartbeat file in ``/shared/study.jsonl.drivers/``): its
+# running trials are marked lost and run again by another driver only when it has closed,
+# its process is gone, or its heartbeat is older than 30 s (``kerneldsl.loop.journal.LEASE``).
+# Every driver returns when all trials have ended, with the same best. The lock is an
+# ``flock``: NFS with locking honours it; on a ``nolock`` mount keep the drivers on one
+# machine. The drivers must agree on the settings (a different ``seed`` or kernel is a
+# ``kd.JournalError`` at open).
