@@ -29,19 +29,22 @@ What happens when things go wrong:
     its thread (as ``isolation="thread"``).
   - Dask: the future is cancelled and the trial failed "timed out"; Dask cannot stop a
     task that is running either, so the worker thread runs it on to its end.
-* A worker process dies (killed, out of memory, a crash in C code):
+* A worker process dies (killed, out of memory, a crash in C code, a preempted node): one
+  policy on every executor that has processes. The trial runs again on a live worker, at
+  most `MAX_RERUNS` (3) times, then it is failed with the reason: a worker lost to a
+  neighbour or a preemption costs one rerun, a config that kills its worker every time
+  ends after 4 runs.
 
   - process pools (`BrokenProcessPool`): the pool is replaced by a new one of the same
-    size. The trial whose worker died is failed with the reason ("worker process died
-    (killed by SIGKILL) ..."); the other trials that the broken pool took down with it
-    (it terminates all its workers) are run again on the new pool, as the same
+    size; the trial whose worker died and the other trials the broken pool took down
+    with it (it terminates all its workers) run again on the new pool, as the same
     trials. Which trial's worker died is known from the process each trial marked when
-    it started and the exit codes; when that cannot be told, every trial the pool took
-    down runs again, and a trial taken down `MAX_RERUNS` + 1 times is failed.
-  - Dask: its scheduler runs the tasks of a lost worker again on another worker (its
-    ``distributed.scheduler.allowed-failures`` setting, 3 by default); a task whose
-    workers died more often than that raises ``KilledWorker``, and the trial is failed
-    with the reason. So on Dask a trial whose worker died is rerun, then failed.
+    it started and the exit codes, and names the reason when the trial is failed
+    ("worker process died (killed by SIGKILL) while the trial ran, 4 times ...").
+  - Dask: its scheduler runs the tasks of a lost worker again on another worker, as
+    often as its ``distributed.scheduler.allowed-failures`` setting says (3 by default,
+    the same as `MAX_RERUNS`); past that the task raises ``KilledWorker`` and the trial
+    is failed with the reason.
 * Nothing told is ever lost: each outcome is journaled by the driver as it is told.
   If the driver itself stops, trials in flight stay "running" in the journal and a
   resumed study marks them lost and runs their configs again.
@@ -70,8 +73,9 @@ from .trial import TrialState
 
 __all__ = ["TrialCall", "TrialPool", "PoolSettings", "trial_pool", "MAX_RERUNS"]
 
-MAX_RERUNS = 2
-"""How often a trial taken down by a broken process pool (not known to be the cause) runs again."""
+MAX_RERUNS = 3
+"""How often a trial taken down by a broken process pool runs again before it is failed (Dask's default
+``allowed-failures``, so that both run a trial whose worker dies at most 4 times)."""
 PROBE_TIMEOUT = 300.0
 """Seconds to wait for a process pool's first worker to start (imports) before the first trial."""
 
@@ -313,15 +317,18 @@ class _ProcessPool(_Futures):
             if trial in self._timed_out:  # already told (timed out): nothing will collect it
                 self._on.pop(trial)
                 self._timed_out.discard(trial)
+                continue
+            self._reruns[trial] = runs = self._reruns.get(trial, 0) + 1
+            if runs <= MAX_RERUNS:
+                self._verdicts[trial] = None
             elif trial in culprits:
                 self._verdicts[trial] = Outcome(
                     TrialState.FAILED, error=f"worker process died ({exit_reason(codes[pids[trial]])}) while the "
-                                             "trial ran; the process pool was replaced")
+                                             f"trial ran, {runs} times; the process pool was replaced each time")
             else:
-                self._reruns[trial] = self._reruns.get(trial, 0) + 1
-                self._verdicts[trial] = None if self._reruns[trial] <= MAX_RERUNS else Outcome(
-                    TrialState.FAILED, error=f"worker process died while the trial ran ({self._reruns[trial]} "
-                                             "times, each time taking down the process pool)")
+                self._verdicts[trial] = Outcome(
+                    TrialState.FAILED, error=f"worker process died while the trial ran ({runs} times, each time "
+                                             "taking down the process pool)")
         if broken is self.executor:
             self.executor = self.settings.new_pool()
             self.owns = True  # the replacement is ours to shut down
@@ -368,7 +375,8 @@ class _Dask(TrialPool):
             return future.result()
         if isinstance(exc, KilledWorker):
             return Outcome(TrialState.FAILED, error="its Dask workers died while it ran, more often than the "
-                                                    "scheduler's allowed-failures (KilledWorker)")
+                                                    "scheduler's allowed-failures (KilledWorker); it was run again "
+                                                    "on other workers each time")
         return Outcome(TrialState.FAILED, error=f"Dask could not run the trial: {describe_exception(exc)}")
 
     def cancel(self, future, call: TrialCall) -> str:

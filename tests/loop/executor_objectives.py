@@ -20,18 +20,24 @@ class Sleeper:
     """The synthetic task's outputs after ``seconds`` of sleep; notes ``<key>.<pid>.start`` / ``.end`` in ``marks``.
 
     ``hang_above``: configs with ``shift`` above it sleep ``hang`` seconds (for timeouts); those above
-    ``deaf_above`` block SIGALRM first, as an objective stuck in C code would be deaf to it."""
+    ``deaf_above`` block SIGALRM first, as an objective stuck in C code would be deaf to it; those above
+    ``die_above`` kill their own worker process (SIGKILL), every time, as a config that runs out of memory."""
 
     marks: str
     seconds: float = 0.3
     hang_above: float | None = None
     hang: float = 30.0
     deaf_above: float | None = None
+    die_above: float | None = None
 
     def __call__(self, config: dict) -> dict:
         stem = os.path.join(self.marks, f"{key_of(config)}.{os.getpid()}.{time.time_ns()}")
         open(stem + ".start", "w").close()
         seconds = self.seconds
+        if self.die_above is not None and config["shift"] > self.die_above:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
         if self.hang_above is not None and config["shift"] > self.hang_above:
             seconds = self.hang
             if self.deaf_above is not None and config["shift"] > self.deaf_above:

@@ -58,8 +58,11 @@ space = kd.Space([
 #
 # Here the objective is ``flaky_train``, and two of the initial configs fail on purpose:
 # one deadlocks (``batch_size <= 17``), one is killed like an out-of-memory job
-# (``width >= 500``). Both become failed trials with the reason; the pool whose worker died
-# is replaced, and the trials it took down with it run again. The study goes on.
+# (``width >= 500``). The deadlocked one is failed at its timeout. A trial whose worker dies
+# runs again (a worker lost to a preemption costs one rerun), at most 3 times, as Dask does
+# with its ``allowed-failures``; this config kills its worker every time, so it is failed
+# with the reason after 4 runs. The pool whose worker died is replaced each time, and the
+# trials it took down with it run again. The study goes on.
 
 doomed = [{"lr": 1e-3, "batch_size": 16, "width": 64},    # deadlocks: stopped at the timeout
           {"lr": 1e-3, "batch_size": 128, "width": 500}]  # killed: its worker dies
@@ -102,8 +105,9 @@ if __name__ == "__main__":
 # %%
 # On Dask, failures differ from a process pool: Dask cannot stop a running task, so a
 # trial past its timeout is failed and its future cancelled while the task runs on in its
-# worker thread; a worker that dies has its tasks rerun by the scheduler on another worker,
-# and a trial is failed (``KilledWorker``) only after Dask's ``allowed-failures`` (3).
+# worker thread. A worker that dies is handled as on a process pool: the scheduler reruns its
+# tasks on another worker, and a trial is failed (``KilledWorker``) only after Dask's
+# ``allowed-failures`` (3, the same number of reruns).
 # A thread pool (``isolation="thread"`` or a ``ThreadPoolExecutor``) behaves like Dask for
 # timeouts.
 #
