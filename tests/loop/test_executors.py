@@ -342,6 +342,10 @@ def assert_stopped_for_cost(study: kd.Study) -> None:
     for trial in within:
         assert trial.state is kd.TrialState.OK and len(trial.reports) == 6, trial
     assert read_journal(study.journal.path)[1] == study.trials
+    # A worker sees the decision on the report it just made, as a trial in this process does: not one late.
+    in_process = kd.Study(TASK.space(), REPORT_BUDGET, None, n_init=8, n_trials=8, seed=1)
+    in_process.optimize(SteppedReporter(pause=0.0), progress=False)
+    assert [len(t.reports) for t in study.trials] == [len(t.reports) for t in in_process.trials]
 
 
 def test_reports_travel_from_process_pool_workers_and_stop_trials(tmp_path):
