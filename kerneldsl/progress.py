@@ -1,9 +1,10 @@
 """Progress of long runs that reads well on a terminal and in a log file.
 
-On a terminal, `Progress` is a tqdm bar (with time left); where its stream is not a
-terminal (output redirected to a log file, a CI job) it prints one plain line per finished
-step instead, with the units done, the time spent and an estimate of the time left, so a
-log shows how far a run got. ``kerneldsl cv`` and ``kerneldsl bench`` use it.
+On a terminal or in a Jupyter notebook, `Progress` is a tqdm bar (with time left; a widget
+in a notebook); where its stream is not a terminal (output redirected to a log file, a CI
+job, a SLURM job's output) it prints one plain line per finished step instead, with the
+units done, the time spent and an estimate of the time left, so a log shows how far a run
+got. ``kerneldsl cv``, ``kerneldsl bench`` and ``Study.optimize`` use it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ def _is_terminal(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
+
+
+def _in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (its streams are no terminal, yet a bar shows as a widget)."""
+    return "ipykernel" in sys.modules
 
 
 def _bar_shape(stream: TextIO) -> dict[str, int]:
@@ -54,21 +60,31 @@ class Progress:
         unit: the name of a unit (``fold``, ``step``).
         file: the stream (default: ``sys.stderr``).
         enabled: False shows nothing.
-        interactive: force the bar (True) or the lines (False); default: whether ``file`` is a terminal.
+        interactive: force the bar (True) or the lines (False); default: whether ``file`` is a terminal (or
+            this runs in a Jupyter notebook).
+        initial: units already done (a resumed run).
     """
 
     def __init__(self, total: int, desc: str, unit: str, file: TextIO | None = None, enabled: bool = True,
-                 interactive: bool | None = None) -> None:
+                 interactive: bool | None = None, initial: int = 0) -> None:
         self.file = sys.stderr if file is None else file
         self.total, self.desc, self.unit, self.enabled = total, desc, unit, enabled
-        self.interactive = _is_terminal(self.file) if interactive is None else interactive
-        self.done = 0
+        if interactive is None:
+            interactive = _is_terminal(self.file) or (file is None and _in_notebook())
+        self.interactive = interactive
+        self.done = self.initial = initial
         self.start = time.monotonic()
         self.bar = None
         if enabled and self.interactive:
-            from tqdm import tqdm
+            from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit=unit, file=self.file, **_bar_shape(self.file))
+            self.bar = tqdm(total=total, desc=desc, unit=unit, file=self.file, initial=initial,
+                            **_bar_shape(self.file))
+
+    def describe(self, desc: str) -> None:
+        """A new description of the bar (what phase the run is in; lines keep their first ``desc``)."""
+        if self.bar is not None:
+            self.bar.set_description(desc)
 
     def update(self, units: int = 1) -> None:
         """``units`` more units are done."""
@@ -89,8 +105,8 @@ class Progress:
             return
         elapsed = time.monotonic() - self.start
         left = ""
-        if 0 < self.done < self.total:
-            left = f", about {_seconds(elapsed / self.done * (self.total - self.done))} left"
+        if self.initial < self.done < self.total:
+            left = f", about {_seconds(elapsed / (self.done - self.initial) * (self.total - self.done))} left"
         print(f"{self.desc}: {step} done; {self.done}/{self.total} {self.unit}s, {_seconds(elapsed)}{left}",
               file=self.file, flush=True)
 

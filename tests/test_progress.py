@@ -51,3 +51,17 @@ def test_disabled_progress_prints_nothing():
     with Progress(2, "cv", "fold", file=log, enabled=False) as progress:
         progress.finished("x", units=2)
     assert log.getvalue() == ""
+
+
+def test_a_study_in_a_log_file_writes_one_line_per_trial(capsys):
+    import kerneldsl as kd
+
+    space = kd.Space([kd.Scalar("x", 0.0, 1.0)])
+    study = kd.Study(space, 2.0, None, n_init=3, n_trials=3, seed=0)
+    study.optimize(lambda c: {"loss": 0.1 + c["x"], "cost": 1.0 + 2 * c["x"]}, progress=True)
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert "\r" not in err and len(lines) == 3, err
+    for k, (line, trial) in enumerate(zip(lines, study.trials), 1):
+        assert line.startswith(f"study: trial {trial.id} (init, loss {trial.loss:.4g}, cost {trial.cost:.3g}; best loss ")
+        assert f"done; {k}/3 trials, " in line

@@ -35,6 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..progress import Progress
 from .executors import TrialCall, TrialPool
 from .reporting import ReportChannel
 from .runner import Outcome, takes_reporter
@@ -77,10 +78,7 @@ class TrialLoop:
     def run(self, target: int, retry: Sequence[Trial] = (), progress: bool = True) -> None:
         """Run trials until the study counts ``target`` of them; ``retry``: lost trials whose configs run first.
         Closes the pool (and the report channel) at the end, also when interrupted."""
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=target, initial=self.study.n_counted, desc="study", unit="trial", disable=not progress,
-                   dynamic_ncols=True)
+        bar = Progress(target, "study", "trial", enabled=progress, initial=self.study.n_counted)
         retry, interrupted = list(retry), True
         self.free_since = [time.time()] * self.width
         try:
@@ -116,7 +114,7 @@ class TrialLoop:
         if free <= 0:
             return retry
         _, phase = self.study.schedule.slot(self.study.n_counted)
-        bar.set_description(f"study ({phase.value})")
+        bar.describe(f"study ({phase.value})")
         since = sorted(self.free_since)
         asked: list[Trial] = []
         prepared = self._take_prepared(retry)
@@ -217,7 +215,7 @@ class TrialLoop:
                 continue
             self.study.finish(trial, outcome)
             self.free_since.append(time.time())
-            bar.update(1)
+            self._finished(bar, trial)
         self._expire(bar)
 
     def _expire(self, bar) -> None:
@@ -231,13 +229,22 @@ class TrialLoop:
                 self.study.finish(trial, Outcome(TrialState.FAILED, error=f"timed out after {self.timeout:g} s ({how})",
                                                  seconds=now - sent))
                 self.free_since.append(time.time())
-                bar.update(1)
+                self._finished(bar, trial)
 
-    def _postfix(self, bar) -> None:
+    def _best(self) -> str:
         best = self.study.best
         failed = sum(t.state is TrialState.FAILED for t in self.study.trials)
         text = f"best loss {best.loss:.4g} at cost {best.cost:.3g}" if best else "no feasible trial yet"
-        bar.set_postfix_str(text + (f", {failed} failed" if failed else ""))
+        return text + (f", {failed} failed" if failed else "")
+
+    def _postfix(self, bar: Progress) -> None:
+        bar.running(self._best())
+
+    def _finished(self, bar: Progress, trial: Trial) -> None:
+        """One more trial told: the bar moves; in a log, a line with the trial and the best so far."""
+        outcome = trial.state.value if trial.loss is None or trial.cost is None else \
+            f"loss {trial.loss:.4g}, cost {trial.cost:.3g}"
+        bar.finished(f"trial {trial.id} ({trial.phase.value}, {outcome}; {self._best()})", units=1)
 
 
 def _summarise(model_warnings: Counter[str], progress: bool) -> None:
