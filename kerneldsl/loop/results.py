@@ -15,7 +15,9 @@ __all__ = ["TickTockResult", "best_feasible", "best_so_far", "trials_dataframe"]
 
 def trials_dataframe(trials: list[Trial], max_cost: float):
     """One row per trial, as Optuna's ``Study.trials_dataframe``: ``number``, ``state``, ``phase``,
-    ``iteration``, ``loss``, ``cost``, ``feasible``, times and timings, ``proposal``, ``error``,
+    ``iteration``, ``loss``, ``cost``, ``feasible``, times and timings (``fit_seconds`` and
+    ``acquisition_seconds`` of its proposal, ``wait_seconds`` its worker slot waited for it, ``objective_seconds``),
+    ``proposal``, ``error``,
     ``imputed_loss``, ``predicted_loss`` / ``predicted_cost``, one ``params_<name>`` column per parameter
     (NaN where inactive) and one ``outputs_<name>`` column per extra output."""
     import pandas as pd
@@ -27,7 +29,8 @@ def trials_dataframe(trials: list[Trial], max_cost: float):
                "datetime_start": pd.to_datetime(t.started, unit="s") if t.started is not None else pd.NaT,
                "datetime_complete": pd.to_datetime(t.finished, unit="s") if t.finished is not None else pd.NaT,
                "objective_seconds": t.timings.get("objective"), "fit_seconds": t.timings.get("fit"),
-               "acquisition_seconds": t.timings.get("acquisition"), "proposal": t.proposal, "error": t.error,
+               "acquisition_seconds": t.timings.get("acquisition"), "wait_seconds": t.timings.get("wait"),
+               "proposal": t.proposal, "error": t.error,
                "imputed_loss": t.imputed_loss, "retry_of": t.retry_of, "budget": t.budget,
                "reports": len(t.reports), "stop_requested": t.stop_requested, "estimated_cost": t.estimated_cost,
                "predicted_loss": (t.prediction or {}).get("loss"), "predicted_cost": (t.prediction or {}).get("cost")}
