@@ -331,11 +331,6 @@ class Journal:
         with self._locked():
             yield self._read_new()
 
-    def sync(self) -> list[dict]:
-        """The records the other drivers appended since the last look (a short transaction)."""
-        with self.transaction() as records:
-            return records
-
     def _read_new(self) -> list[dict]:
         stat = self._stat()
         if stat.st_ino != self._inode or stat.st_size < self._offset:
@@ -369,12 +364,6 @@ class Journal:
         self._offset += written
         self._lines += len(stored)
         return stored
-
-    def write(self, record: dict) -> dict:
-        """Append one record in a transaction of its own (the other drivers' new records are read and dropped:
-        for callers that keep no state of their own)."""
-        with self.transaction():
-            return self.append(record)[0]
 
     def expired(self, drivers: Iterable[str | None]) -> set[str | None]:
         """The drivers among ``drivers`` whose lease is over (None: trials asked without a driver id)."""

@@ -2,7 +2,7 @@
 
 Tell outcomes, take reports of running trials (and decide to stop them), judge them
 against the budget (``best``, ``max_cost``), summarise them (``result``,
-``trials_dataframe``), each ask, report and tell journaled by `TrialLog._write`. `Study`
+``trials_dataframe``), each ask, report and tell journaled by `TrialLog._append` inside a transaction. `Study`
 adds the space and its proposer (``ask``, ``optimize``); a study loaded without its space
 is a `TrialLog` that can tell and report (`kerneldsl.loop.study.ReadOnlyStudy`).
 
@@ -299,11 +299,6 @@ class TrialLog:
         """Journal ``record`` (an ask, report or tell) inside a `transaction`, when there is a journal."""
         if self.journal is not None:
             self.journal.append(record)
-
-    def _write(self, record: dict) -> None:
-        """Journal ``record`` in a transaction of its own."""
-        with self.transaction():
-            self._append(record)
 
     def close(self) -> None:
         """Close the journal (the study's trials stay readable)."""
