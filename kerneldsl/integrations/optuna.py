@@ -24,7 +24,8 @@ How Optuna's parts map onto kerneldsl's:
 * the trials (`HandsOnSampler.history`): COMPLETE trials are what the loss and cost
   models learn from, FAIL ones enter the loss model at an imputed bad loss (and the cost
   model when they recorded a cost), PRUNED ones the cost model only (at the cost they
-  recorded, as kerneldsl's stopped trials), RUNNING ones (other processes) are pending
+  recorded; Optuna's intermediate values carry no progress, so unlike kerneldsl's stopped
+  trials they do not enter the loss model), RUNNING ones (other processes) are pending
   points;
 * the phases: trial ``n`` has the phase kerneldsl's `Schedule` gives position ``n``
   (``n_startup_trials`` initial points, then tocks and ticks by ``tick_ratio``), so any

@@ -14,7 +14,8 @@ The rule, in log cost (costs are modelled in log space):
   final cost exceeds ``max_cost * (1 + margin)``:
   ``mean - z(confidence) * sd > log(max_cost * (1 + margin))``.
 
-A stopped trial enters the cost model at ``exp(mean)`` of the estimate when it was stopped.
+A stopped trial enters the cost model at ``exp(mean)`` of the estimate when it was stopped, and
+the loss model at the last loss it reported (`kerneldsl.loop.history.stopped_loss`).
 """
 
 from __future__ import annotations

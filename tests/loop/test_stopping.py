@@ -77,7 +77,7 @@ def test_trials_that_will_overrun_are_stopped_early_and_the_others_are_not(tmp_p
     assert "trials stopped for cost" in result.summary()
 
 
-def test_stopped_trials_teach_the_cost_model_and_not_the_loss_model():
+def test_stopped_trials_teach_the_cost_model_their_estimate_and_the_loss_model_their_last_loss():
     study = kd.Study(TASK.space(), 4.0, n_init=8, seed=1, **FAST)
     objective = Reporting()
     for trial in study.ask(8):
@@ -88,12 +88,15 @@ def test_stopped_trials_teach_the_cost_model_and_not_the_loss_model():
     assert stopped and len(ok) >= 2
     data = study.history().training_data().models
     X = study.space.to_search([t.config for t in study.trials])
-    assert len(data.X_loss) == len(ok) and len(data.X_cost) == len(ok) + len(stopped)
+    assert len(data.X_loss) == len(ok) + len(stopped) and len(data.X_cost) == len(ok) + len(stopped)
     for i in stopped:
+        trial = study.trials[i]
         row = (data.X_cost == X[i]).all(-1).nonzero().flatten().tolist()
-        assert row and float(data.y_cost[row[0]]) == pytest.approx(math.log(study.trials[i].estimated_cost))
-        assert not (data.X_loss == X[i]).all(-1).any()
-    nxt = study.ask()  # the models fit with more cost points than loss points, and propose
+        assert row and float(data.y_cost[row[0]]) == pytest.approx(math.log(trial.estimated_cost))
+        row = (data.X_loss == X[i]).all(-1).nonzero().flatten().tolist()
+        assert row and float(data.y_loss[row[0]]) == pytest.approx(math.log(trial.reports[-1].loss))
+        assert trial.loss is None and trial not in (study.best,)
+    nxt = study.ask()  # the models fit with stopped trials at their partial losses, and propose
     assert nxt.proposal.startswith("acquisition") and nxt.prediction["log_cost_sd"] > 0
 
 
@@ -179,3 +182,19 @@ def test_a_budget_schedule_moves_with_finished_trials_and_a_bad_one_never_ends_t
         kd.Study(TASK.space(), [(2, 6.0)])
     with pytest.raises(ValueError, match="max_cost must be a positive number"):
         kd.Study(TASK.space(), 0.0)
+
+
+def test_the_loss_a_stopped_trial_teaches_is_its_last_usable_report():
+    from kerneldsl.loop.history import LossScale, stopped_loss
+
+    def trial(state, *losses):
+        t = kd.Trial(id=0, config={}, phase=kd.Phase.INIT, state=state)
+        t.reports = [kd.Report(0.1 * (k + 1), 0.1 * (k + 1), loss, 0.0) for k, loss in enumerate(losses)]
+        return t
+
+    assert stopped_loss(trial(kd.TrialState.STOPPED, 2.0, 0.5), LossScale()) == pytest.approx(math.log(0.5))
+    assert stopped_loss(trial(kd.TrialState.STOPPED, 2.0, None), LossScale()) == pytest.approx(math.log(2.0))
+    assert stopped_loss(trial(kd.TrialState.STOPPED, 2.0, -1.0), LossScale(log=False)) == -1.0
+    assert stopped_loss(trial(kd.TrialState.STOPPED, -1.0), LossScale()) is None  # no log of a negative loss
+    assert stopped_loss(trial(kd.TrialState.STOPPED), LossScale()) is None  # reported no loss
+    assert stopped_loss(trial(kd.TrialState.OK, 2.0), LossScale()) is None  # not stopped
