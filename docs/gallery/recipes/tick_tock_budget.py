@@ -125,8 +125,9 @@ result.trials_dataframe()[["number", "phase", "state", "loss", "cost", "feasible
 # precision) with the cost model's prediction for the config; the trial is stopped when,
 # with probability ``confidence``, the final cost exceeds ``max_cost * (1 + margin)``.
 #
-# A stopped trial keeps its reports, enters the cost model at its estimated final cost,
-# never enters the loss model and is never the best trial. Here with a stricter budget,
+# A stopped trial keeps its reports, enters the cost model at its estimated final cost
+# and the loss model at the last loss it reported (pessimistic: training had not ended),
+# and is never the best trial. Here with a stricter budget,
 # so that some proposals overrun:
 
 stopping = kd.CostStopping(margin=0.1, confidence=0.9)
