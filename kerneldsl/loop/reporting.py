@@ -7,7 +7,7 @@ carries them:
 
 * process and thread pools on this machine (and ``isolation="process"``): a
   ``multiprocessing.Manager`` queue of reports and a managed dict of stop flags;
-* a Dask cluster: a ``distributed.Queue`` of reports and one ``distributed.Event`` per trial.
+* a Dask cluster: a ``distributed.Queue`` of reports and one ``distributed.Variable`` of answers per trial.
 
 A thread of the study's driver serves the channel (`ReportChannel.serve`): it records each
 report as it arrives (journaled) and answers it with the study's decision; the worker's

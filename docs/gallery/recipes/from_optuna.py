@@ -5,12 +5,12 @@ From Optuna / Ax
 Already tuning with Optuna or Ax? Keep your study, your storage and your dashboard, and
 let a hands-on kernel propose the trials:
 
-* **Optuna** (``pip install "kerneldsl[optuna]"``): ``HandsOnSampler`` is an Optuna sampler
+* **Optuna** (``pip install -e ".[optuna]"`` in a clone): ``HandsOnSampler`` is an Optuna sampler
   (``optuna.samplers.BaseSampler``) whose model-based trials are kerneldsl's ticks and tocks
   with your kernels; storages, several processes on one study, ``enqueue_trial``, pruners
   and optuna-dashboard work as usual. ``CostPruner`` stops trials that will overrun the
   budget.
-* **Ax** (``pip install "kerneldsl[ax]"``): ``configure_kernel`` gives an ``ax.Client`` Ax's
+* **Ax** (``pip install -e ".[ax]"`` in a clone): ``configure_kernel`` gives an ``ax.Client`` Ax's
   usual generation strategy with your kernel as the GP's kernel.
 
 This page runs a small study of each on a toy objective.

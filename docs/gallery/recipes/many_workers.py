@@ -84,13 +84,13 @@ if __name__ == "__main__":
 # A Dask cluster
 # --------------
 #
-# The same study on a Dask cluster (``pip install "kerneldsl[dask]"``): pass a
+# The same study on a Dask cluster (in a clone of the repository, ``pip install -e ".[dask]"``): pass a
 # ``distributed.Client`` (or ``client.get_executor()``) as ``executor``; ``n_workers``
 # defaults to the cluster's worker threads. Here a ``LocalCluster`` of two worker processes
 # on this machine, which import ``toy_jobs`` from this folder (on a real cluster, install
 # the objective's module on the workers, or ship it with ``client.upload_file``). Reports of partial results reach the study
-# through a ``distributed.Queue``, and stop requests through a ``distributed.Event`` per
-# trial.
+# through a ``distributed.Queue``, and the study's answers (stop or go on) through a
+# ``distributed.Variable`` per trial.
 
 from distributed import Client, LocalCluster  # noqa: E402
 
