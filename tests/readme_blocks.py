@@ -29,14 +29,23 @@ README = REPO / "README.md"
 SHARED = REPO.parent / "shared"
 
 
-def snippets() -> list[tuple[str, str]]:
-    """(id, code) of every ```python block, the id naming its section and position."""
+def fenced_blocks(language: str) -> list[tuple[str, re.Match]]:
+    """(section slug, match) of every ```<language> block of the README, in order; ``match.group(2)`` is the
+    block's body (the section is the nearest ``##`` or ``###`` heading above it, "top" before any)."""
     text = README.read_text()
-    found, section, counts = [], "top", {}
-    for match in re.finditer(r"^(#{2,3} [^\n]+)$|^```python\n(.*?)^```", text, flags=re.M | re.S):
+    found, section = [], "top"
+    for match in re.finditer(rf"^(#{{2,3}} [^\n]+)$|^```{language}\n(.*?)^```", text, flags=re.M | re.S):
         if match.group(1):
             section = re.sub(r"[^a-z0-9]+", "-", match.group(1).lstrip("# ").lower()).strip("-")
-            continue
+        else:
+            found.append((section, match))
+    return found
+
+
+def snippets() -> list[tuple[str, str]]:
+    """(id, code) of every ```python block, the id naming its section and position."""
+    found, counts = [], {}
+    for section, match in fenced_blocks("python"):
         counts[section] = counts.get(section, 0) + 1
         found.append((f"{section}-{counts[section]}", match.group(2)))
     return found
@@ -49,11 +58,8 @@ SIZED_DOWN = re.compile(r"<!-- tests/test_readme\.py runs this with: (.*?) -->\n
 def commands() -> list[tuple[str, list[str]]]:
     """(id, argv) of every ``kerneldsl`` command in a ```console block, sized down where the README says so."""
     text = README.read_text()
-    found, section, counts = [], "top", {}
-    for match in re.finditer(r"^(#{2,3} [^\n]+)$|^```console\n(.*?)^```", text, flags=re.M | re.S):
-        if match.group(1):
-            section = re.sub(r"[^a-z0-9]+", "-", match.group(1).lstrip("# ").lower()).strip("-")
-            continue
+    found, counts = [], {}
+    for section, match in fenced_blocks("console"):
         sized = SIZED_DOWN.search(text, 0, match.start())
         extra = shlex.split(sized.group(1)) if sized and sized.end() == match.start() else []
         for line in match.group(2).replace("\\\n", " ").splitlines():
