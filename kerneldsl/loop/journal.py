@@ -410,36 +410,47 @@ class _HeartbeatFile:
     """``<journal>.drivers/<driver>``: the driver's host and pid; its modification time is the heartbeat."""
 
     def __init__(self, path: Path, driver: str):
-        folder = _drivers_dir(path)
-        folder.mkdir(exist_ok=True)
-        self.file = folder / driver
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
-        self.file.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": since}))
+        self.file = _drivers_dir(path) / driver
+        self.holder = {"host": socket.gethostname(), "pid": os.getpid(),
+                       "since": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())}
+        self._write()
+
+    def _write(self) -> None:
+        self.file.parent.mkdir(exist_ok=True)
+        self.file.write_text(json.dumps(self.holder))
 
     def touch(self) -> float:
         """Refresh the heartbeat; returns the file system's time now (the file's new modification time)."""
         try:
             os.utime(self.file)
-            return os.stat(self.file).st_mtime
         except FileNotFoundError:  # removed under us (a cleanup): write it again
-            self.file.parent.mkdir(exist_ok=True)
-            self.file.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
-            return os.stat(self.file).st_mtime
+            self._write()
+        return os.stat(self.file).st_mtime
 
     def remove(self) -> None:
         self.file.unlink(missing_ok=True)
 
 
-def _alive(path: Path, driver: str | None, now: float, lease: float) -> bool:
-    """Whether ``driver`` still holds its lease on the journal at ``path``."""
+def _holder(path: Path, driver: str | None) -> tuple[dict, float] | None:
+    """What ``driver``'s heartbeat file says (host, pid) and its last beat, or None (no driver id, gone,
+    unreadable)."""
     if driver is None:
-        return False
+        return None
     file = _drivers_dir(path) / driver
     try:
         beat = os.stat(file).st_mtime
         holder = json.loads(file.read_text())
     except (OSError, ValueError):
+        return None
+    return (holder, beat) if isinstance(holder, dict) else None
+
+
+def _alive(path: Path, driver: str | None, now: float, lease: float) -> bool:
+    """Whether ``driver`` still holds its lease on the journal at ``path``."""
+    found = _holder(path, driver)
+    if found is None:
         return False
+    holder, beat = found
     if now - beat > lease:
         return False
     if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
@@ -454,13 +465,8 @@ def _alive(path: Path, driver: str | None, now: float, lease: float) -> bool:
 
 def _in_this_process(path: Path, driver: str | None) -> bool:
     """Whether ``driver``'s heartbeat file names this process (False when it is gone or unreadable)."""
-    if driver is None:
-        return False
-    try:
-        holder = json.loads((_drivers_dir(path) / driver).read_text())
-    except (OSError, ValueError):
-        return False
-    return holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid()
+    found = _holder(path, driver)
+    return found is not None and found[0].get("host") == socket.gethostname() and found[0].get("pid") == os.getpid()
 
 
 def live_drivers(path: str | os.PathLike, exclude: str | None = None, lease: float | None = None) -> list[str]:
@@ -471,12 +477,9 @@ def live_drivers(path: str | os.PathLike, exclude: str | None = None, lease: flo
         return []
     now, out = time.time(), []
     for file in sorted(folder.iterdir()):
-        if file.name != exclude and _alive(path, file.name, now, LEASE if lease is None else lease):
-            try:
-                holder = json.loads(file.read_text())
-                out.append(f"pid {holder.get('pid')} on {holder.get('host')}")
-            except (OSError, ValueError):
-                continue
+        found = _holder(path, file.name) if file.name != exclude else None
+        if found is not None and _alive(path, file.name, now, LEASE if lease is None else lease):
+            out.append(f"pid {found[0].get('pid')} on {found[0].get('host')}")
     return out
 
 
