@@ -38,7 +38,7 @@ from gpytorch.means import ConstantMean
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import Prior
 from linear_operator import to_linear_operator
-from linear_operator.operators import BlockDiagLinearOperator
+from linear_operator.operators import BlockDiagLinearOperator, DiagLinearOperator
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
@@ -46,7 +46,7 @@ from .api import build
 from .compiler.errors import KernelError
 from .compiler.lower import compile_ir
 
-__all__ = ["DEFAULT_KERNEL", "default_feature_chain", "KernelGP", "OutputModel", "LeanConstantMean", "BlockPosterior", "CachedPosterior",
+__all__ = ["DEFAULT_KERNEL", "FIT_NATS", "default_feature_chain", "KernelGP", "OutputModel", "LeanConstantMean", "BlockPosterior", "CachedPosterior",
            "dense_mll_closure", "fit_map"]
 
 DEFAULT_KERNEL = "matern52(all)"
@@ -129,9 +129,18 @@ class KernelGP:
                             outcome_transform=Standardize(m=1, batch_shape=batch_shape)).to(train_X)
 
 
+FIT_NATS = 1e-3
+"""An output model's fit stops once an L-BFGS step gains less than about this many nats of log marginal
+likelihood plus log prior (scipy's ``ftol`` on botorch's per-point objective, hence divided by the number of
+points; scipy's default, 2.2e-9 per point, follows the ridges of a warm-started refit for a hundred steps to
+gain a tenth of a nat: profile of issue 23). ``fit_options`` may set ``ftol`` and any other option of scipy's
+L-BFGS-B."""
+
+
 @dataclass
 class OutputModel:
-    """The GP of one output of the optimisation loop; ``fit`` fits it warm-started from the previous fit."""
+    """The GP of one output of the optimisation loop; ``fit`` fits it warm-started from the previous fit (see
+    `FIT_NATS` for when it stops)."""
 
     name: str
     factory: KernelGP
@@ -147,9 +156,9 @@ class OutputModel:
                 getattr(model, part).load_state_dict(state)
         mll = ExactMarginalLogLikelihood(model.likelihood, model)
         self.last_fit_error = None
+        options = {"ftol": FIT_NATS / len(y), **self.fit_options}
         try:
-            fit_gpytorch_mll(mll, closure=dense_mll_closure(mll),
-                             optimizer_kwargs={"options": dict(self.fit_options)} if self.fit_options else None)
+            fit_gpytorch_mll(mll, closure=dense_mll_closure(mll), optimizer_kwargs={"options": options})
         except ModelFittingError as exc:
             # Keep the loop alive: use the warm-started (or prior) hyperparameters and say so.
             self.last_fit_error = f"{self.name} model fit failed, using previous hyperparameters: {exc}"
@@ -184,6 +193,49 @@ class BlockPosterior(GPyTorchPosterior):
         return self.distribution.mean + noise.transpose(-1, -2)
 
 
+@dataclass(frozen=True)
+class _FittedOutput:
+    """What one fitted output's posterior needs, computed once per fit: the transformed training inputs, the
+    inverse of the Cholesky factor of ``K + noise``, the weights ``(K + noise)^-1 (y - m)`` and the outcome
+    transform's shift and scale."""
+
+    model: SingleTaskGP
+    train_X: Tensor
+    L_inverse: Tensor
+    alpha: Tensor
+    shift: Tensor
+    scale: Tensor
+
+    @classmethod
+    def of(cls, model: SingleTaskGP) -> "_FittedOutput":
+        model.eval()
+        model.requires_grad_(False)  # fitted: gradients of its posterior are for the inputs only
+        (train_X,) = model.train_inputs  # transformed inputs in eval mode
+        K = model.covar_module.forward(train_X, train_X)
+        noise = model.likelihood.noise.reshape(-1).expand(train_X.shape[-2])
+        L = psd_safe_cholesky(K + torch.diag_embed(noise))
+        eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device)
+        residual = (model.train_targets - model.mean_module(train_X)).unsqueeze(-1)
+        transform = getattr(model, "outcome_transform", None)
+        one = torch.ones((), dtype=L.dtype, device=L.device)
+        shift, scale = (transform.means.reshape(()), transform.stdvs.reshape(())) if transform is not None else (0 * one, one)
+        return cls(model, train_X, torch.linalg.solve_triangular(L, eye, upper=False),
+                   torch.cholesky_solve(residual, L).squeeze(-1), shift, scale)
+
+    def moments(self, X: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean ``[..., q]`` and covariance ``[..., q, q]`` at search points ``X [..., q, d]`` (for ``q = 1``:
+        the covariance is ``[..., 1, 1]``, the variance)."""
+        model = self.model
+        X = model.transform_inputs(X)
+        q = X.shape[-2]
+        train = self.train_X.expand(*X.shape[:-2], *self.train_X.shape)
+        prior, cross = model.covar_module.forward(X, torch.cat([X, train], dim=-2)).split([q, train.shape[-2]], -1)
+        mean = model.mean_module(X) + cross @ self.alpha
+        V = cross @ self.L_inverse.transpose(-1, -2)  # [..., q, n]: L^-1 K_Xx, transposed
+        covariance = prior - (V.square().sum(-1, keepdim=True) if q == 1 else V @ V.transpose(-1, -2))
+        return self.shift + self.scale * mean, self.scale ** 2 * covariance
+
+
 class CachedPosterior(Model):
     """Fitted ``SingleTaskGP`` models (one per output, as in ``ModelListGP``) whose joint posterior is computed
     with dense torch algebra from a Cholesky factor cached once.
@@ -192,60 +244,51 @@ class CachedPosterior(Model):
     (mean ``m(x) + K_xX (K_XX + noise)^-1 (y - m)``, covariance ``K_xx - K_xX (K_XX + noise)^-1 K_Xx``, then the
     outcome transform's scaling), returned as botorch's ``ModelListGP`` returns it (a block-diagonal
     ``MultitaskMultivariateNormal``, outputs not interleaved), so Monte-Carlo acquisitions draw the same samples
-    from the same base samples. It skips gpytorch's lazy tensors and prediction strategy, which cost several
-    milliseconds per call whatever the size (profile of issue 23: most of an acquisition evaluation at
-    n = 40). Calls it does not cover (``output_indices``, observation noise) go to a ``ModelListGP`` of the
-    same models. Input transforms apply as in botorch (``Model.transform_inputs`` of each model).
+    from the same base samples. It skips gpytorch's lazy tensors, prediction strategy and kernel call wrapper
+    (the kernels' ``forward`` is called), which cost several milliseconds per call whatever the size (profile
+    of issue 23: most of an acquisition evaluation at n = 40). Calls it does not cover (``output_indices``,
+    observation noise) go to a ``ModelListGP`` of the same models. Input transforms apply as in botorch
+    (``Model.transform_inputs`` of each model). At one point per batch (``q = 1``, the analytic acquisitions)
+    the covariance is the diagonal of the outputs' variances.
+
+    The fitted models are held outside the module tree and their parameters stop requiring gradients (they
+    are not fitted further here: an acquisition's gradient is for its inputs only), so botorch's
+    acquisition functions, which move themselves and their model to each input's device and dtype at every
+    evaluation, walk one module instead of every kernel, transform and likelihood (a fifth of an analytic
+    acquisition evaluation otherwise).
     """
 
     def __init__(self, models: Sequence[SingleTaskGP]):
         super().__init__()
-        self.models = torch.nn.ModuleList(models)
-        self.fallback = ModelListGP(*models)
-        self._cache = []
         with torch.no_grad():
-            for model in models:
-                model.eval()
-                (train_X,) = model.train_inputs  # transformed inputs in eval mode
-                K = model.covar_module(train_X).to_dense()
-                noise = model.likelihood.noise.reshape(-1).expand(train_X.shape[-2])
-                L = psd_safe_cholesky(K + torch.diag_embed(noise))
-                residual = (model.train_targets - model.mean_module(train_X)).unsqueeze(-1)
-                self._cache.append((train_X, L, torch.cholesky_solve(residual, L)))
+            self._outputs = tuple(_FittedOutput.of(model) for model in models)
+        self._fallback = (ModelListGP(*models),)  # a tuple: not a submodule either
+
+    @property
+    def models(self) -> tuple[SingleTaskGP, ...]:
+        return tuple(output.model for output in self._outputs)
 
     @property
     def num_outputs(self) -> int:
-        return len(self.models)
+        return len(self._outputs)
 
     @property
     def batch_shape(self) -> torch.Size:
         return torch.Size([])
 
-    def _one(self, index: int, X: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean ``[..., q]`` and covariance ``[..., q, q]`` of output ``index`` at search points ``X [..., q, d]``."""
-        model, (train_X, L, alpha) = self.models[index], self._cache[index]
-        X = model.transform_inputs(X)
-        train = train_X.expand(*X.shape[:-2], *train_X.shape)
-        q = X.shape[-2]
-        prior, cross = model.covar_module(X, torch.cat([X, train], dim=-2)).to_dense().split([q, train.shape[-2]], -1)
-        mean = model.mean_module(X) + (cross @ alpha).squeeze(-1)
-        V = torch.linalg.solve_triangular(L, cross.transpose(-1, -2), upper=False)
-        covariance = prior - V.transpose(-1, -2) @ V
-        transform = getattr(model, "outcome_transform", None)
-        if transform is not None:  # Standardize: y = mean + stdv * standardised y
-            stdv, shift = transform.stdvs.reshape(()), transform.means.reshape(())
-            mean, covariance = shift + stdv * mean, stdv ** 2 * covariance
-        return mean, covariance
-
     def posterior(self, X: Tensor, output_indices: list[int] | None = None, observation_noise: bool | Tensor = False,
                   posterior_transform: PosteriorTransform | None = None, **kwargs: Any) -> GPyTorchPosterior:
         """The joint posterior of every output at ``X [..., q, d]`` (botorch's ``Model.posterior``)."""
         if output_indices is not None or observation_noise is not False or kwargs:
-            return self.fallback.posterior(X, output_indices=output_indices, observation_noise=observation_noise,
+            return self._fallback[0].posterior(X, output_indices=output_indices, observation_noise=observation_noise,
                                            posterior_transform=posterior_transform, **kwargs)
-        parts = [self._one(i, X) for i in range(len(self.models))]
+        parts = [output.moments(X) for output in self._outputs]
         if len(parts) == 1:
             distribution = MultivariateNormal(parts[0][0], to_linear_operator(parts[0][1]))
+        elif X.shape[-2] == 1:  # one point per batch: the outputs' variances are the whole covariance
+            means = torch.stack([mean for mean, _ in parts], dim=-1)  # [..., 1, m]
+            variances = torch.stack([covariance[..., 0, 0] for _, covariance in parts], dim=-1)  # [..., m]
+            distribution = MultitaskMultivariateNormal(means, DiagLinearOperator(variances), interleaved=False)
         else:  # as ModelListGP builds it (MultitaskMultivariateNormal.from_independent_mvns): lazy, block diagonal
             means = torch.stack([mean for mean, _ in parts], dim=-1)  # [..., q, m]
             blocks = torch.stack([covariance for _, covariance in parts], dim=-3)  # [..., m, q, q]
@@ -264,8 +307,9 @@ def dense_mll_closure(mll: ExactMarginalLogLikelihood) -> ForwardBackwardClosure
     more than ``max_cholesky_size`` points, where gpytorch would not use a Cholesky factor either).
 
     The value is gpytorch's ``ExactMarginalLogLikelihood`` on the same Cholesky factor; the training inputs are
-    transformed once instead of twice per evaluation, and gpytorch's lazy tensors are skipped: in the profile
-    of issue 23 they made each of the ~40 evaluations of a warm-started fit cost ~10 ms at n = 40.
+    transformed once instead of twice per evaluation, the priors are collected once, and gpytorch's lazy
+    tensors and kernel call wrapper are skipped (the kernel's ``forward`` is called): in the profile of issue
+    23 they made each of the ~40 evaluations of a warm-started fit cost ~10 ms at n = 40.
     """
     model = mll.model
     model.train()  # train_inputs: the untransformed inputs
@@ -281,12 +325,14 @@ def dense_mll_closure(mll: ExactMarginalLogLikelihood) -> ForwardBackwardClosure
     y, n = model.train_targets, train_X.shape[0]
     constant = 0.5 * n * math.log(2 * math.pi)
 
+    priors = [(module, prior, closure) for _, module, prior, closure, _ in model.named_priors()]
+
     def loss() -> Tensor:
-        K = model.covar_module(X).to_dense()
+        K = model.covar_module.forward(X, X)
         L = psd_safe_cholesky(K + torch.diag_embed(model.likelihood.noise.reshape(-1).expand(n)))
         a = torch.linalg.solve_triangular(L, (y - model.mean_module(X)).unsqueeze(-1), upper=False)
         value = -0.5 * a.square().sum() - L.diagonal().log().sum() - constant
-        for _, module, prior, closure, _ in model.named_priors():
+        for module, prior, closure in priors:
             value = value + prior.log_prob(closure(module)).sum()
         return -value / n
 

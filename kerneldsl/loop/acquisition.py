@@ -10,17 +10,28 @@ current constraint mechanism asks.
 * Tick (`qLogCostImprovement`): expected reduction of cost below the current
   best feasible trial's, constrained per posterior sample by "loss no worse than
   the best feasible loss" and cost <= max_cost (see its docstring).
+
+When no point is pending and some observed point is within budget, each has a closed form
+(`analytic_tock`, `analytic_tick`): botorch's ``LogConstrainedExpectedImprovement`` (log EI of
+one output plus the log probability of the others' bounds, outputs independent, as the two
+models are), with the incumbent fixed at its posterior mean instead of drawn per sample. This is
+the acquisition Optuna's ``GPSampler`` uses for constrained problems (log EI times the
+probability of feasibility, Gardner et al. 2014); an evaluation needs the posterior mean and
+variance at the candidate only, not a joint sample with the reference points.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import torch
+from botorch.acquisition.analytic import AnalyticAcquisitionFunction, LogConstrainedExpectedImprovement
+from botorch.acquisition.analytic import LogExpectedImprovement
 from botorch.acquisition.logei import TAU_MAX, TAU_RELU, LogImprovementMCAcquisitionFunction
 from botorch.acquisition.logei import qLogNoisyExpectedImprovement
-from botorch.acquisition.objective import GenericMCObjective
+from botorch.acquisition.objective import GenericMCObjective, ScalarizedPosteriorTransform
 from botorch.acquisition.utils import prune_inferior_points
 from botorch.exceptions.warnings import BotorchWarning
 from botorch.models.model import Model
@@ -31,7 +42,7 @@ from botorch.utils.transforms import match_batch_shape
 from torch import Tensor
 
 __all__ = ["LOSS", "COST", "qLogCostImprovement", "tock_acquisition", "cost_constraint", "possible_incumbents",
-           "PRUNE_SAMPLES", "PRUNE_REFERENCE_ABOVE"]
+           "PRUNE_SAMPLES", "PRUNE_REFERENCE_ABOVE", "Incumbent", "analytic_tock", "analytic_tick"]
 
 LOSS, COST = 0, 1  # output columns of the model: log loss, log cost
 
@@ -70,6 +81,43 @@ def tock_acquisition(model: Model, X_baseline: Tensor, max_cost: float, sampler:
             constraints=None if constraint is None else [constraint], eta=eta, fat=True,
             prune_baseline=True, cache_root=False, X_pending=X_pending,
         )
+
+
+@dataclass(frozen=True)
+class Incumbent:
+    """The reference point with the lowest posterior mean loss, and its posterior means (model scale)."""
+
+    x: Tensor
+    loss: float
+    log_cost: float
+
+    @classmethod
+    def of(cls, model: Model, X_reference: Tensor) -> "Incumbent":
+        """The incumbent of ``X_reference [n, d]`` (the observed points within budget) under ``model``."""
+        with torch.no_grad():
+            mean = model.posterior(X_reference.unsqueeze(-2)).mean.squeeze(-2)  # n x 2
+        best = int(mean[:, LOSS].argmin())
+        return cls(X_reference[best], float(mean[best, LOSS]), float(mean[best, COST]))
+
+
+def analytic_tock(model: Model, incumbent: Incumbent, max_cost: float) -> AnalyticAcquisitionFunction:
+    """Tock in closed form: log EI of the loss below the incumbent's posterior mean loss, plus the log
+    probability that cost <= max_cost (none for an infinite budget). For ``b x 1 x d`` candidates, no pending
+    points."""
+    if math.isinf(max_cost):
+        loss_only = ScalarizedPosteriorTransform(weights=torch.tensor([1.0, 0.0]).to(incumbent.x))
+        return LogExpectedImprovement(model, incumbent.loss, posterior_transform=loss_only, maximize=False)
+    return LogConstrainedExpectedImprovement(model, incumbent.loss, objective_index=LOSS,
+                                             constraints={COST: (None, math.log(max_cost))}, maximize=False)
+
+
+def analytic_tick(model: Model, incumbent: Incumbent, max_cost: float) -> AnalyticAcquisitionFunction:
+    """Tick in closed form: log EI of the log cost below the incumbent's (or the budget's, if lower), plus the
+    log probability that the loss is no worse than the incumbent's posterior mean loss. An improvement is
+    within budget by construction."""
+    best_f = min(incumbent.log_cost, math.log(max_cost)) if not math.isinf(max_cost) else incumbent.log_cost
+    return LogConstrainedExpectedImprovement(model, best_f, objective_index=COST,
+                                             constraints={LOSS: (None, incumbent.loss)}, maximize=False)
 
 
 PRUNE_SAMPLES = 2048

@@ -68,6 +68,8 @@ class ModelData:
     """Points of finished trials with a loss (the tock's baseline)."""
     X_within: Tensor
     """Points of finished trials within the budget (the tick's reference; X_ok if none is)."""
+    any_within: bool = True
+    """Whether some finished trial is within the budget."""
 
 
 @dataclass
@@ -152,6 +154,6 @@ class History:
         data.models = ModelData(
             X_loss=X[ok + failed + list(partial)], y_loss=tensor(y_loss),
             X_cost=X[cost_rows], y_cost=tensor([math.log(cost_of[i]) for i in cost_rows]),
-            X_ok=X[ok], X_within=X[within] if within else X[ok],
+            X_ok=X[ok], X_within=X[within] if within else X[ok], any_within=bool(within),
         )
         return data

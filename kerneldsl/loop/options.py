@@ -141,7 +141,10 @@ class AcquisitionOptions:
     None picks them: one thread for models of up to `SMALL_MODEL_POINTS` training points (their many tiny
     operations lose more to thread hand-offs than they gain, and a busy neighbour on the machine multiplies
     that: a 20-trial study took 515 s instead of 37 s beside one busy process), torch's own setting above.
-    The caller's thread count is restored after each proposal."""
+    The caller's thread count is restored after each proposal. ``analytic``: when no trial is pending and
+    some finished trial is within budget, use the closed forms of tick and tock (log EI times the probability
+    of feasibility, incumbent at its posterior mean; `kerneldsl.loop.acquisition.analytic_tock`) instead of
+    Monte Carlo over joint samples with the reference points; with pending points it is always Monte Carlo."""
 
     num_restarts: int = 8
     raw_samples: int = 256
@@ -150,6 +153,7 @@ class AcquisitionOptions:
     eta: float = 1e-3
     min_tick_gain: float = 1e-3
     threads: int | None = None
+    analytic: bool = True
 
     def __post_init__(self):
         for name in ("num_restarts", "raw_samples", "mc_samples"):

@@ -49,6 +49,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -64,7 +65,7 @@ from ..model import CachedPosterior, KernelGP, OutputModel, default_feature_chai
 from ..space.combinations import Combination, choice_combinations
 from ..space.sampling import SamplingError, sample
 from ..space.space import Space
-from .acquisition import qLogCostImprovement, tock_acquisition
+from .acquisition import Incumbent, analytic_tick, analytic_tock, qLogCostImprovement, tock_acquisition
 from .history import History, ModelData
 from .options import SMALL_MODEL_POINTS, AcquisitionOptions, ModelOptions
 from .proposer import BaseProposer, Proposal, ProposalRequest, is_duplicate, random_point, seed_for
@@ -183,7 +184,11 @@ class TickTockProposer(BaseProposer):
                   pending: Tensor | None) -> tuple[Tensor, str, float | None]:
         options, data = self.options, search.data
         sampler = SobolQMCNormalSampler(sample_shape=torch.Size([options.mc_samples]), seed=seed_for(self.seed, index))
-        if phase is Phase.TOCK:
+        closed_form = options.analytic and pending is None and data.any_within
+        if closed_form:
+            make = analytic_tock if phase is Phase.TOCK else analytic_tick
+            acquisition = make(search.model, search.incumbent, search.max_cost)
+        elif phase is Phase.TOCK:
             acquisition = tock_acquisition(search.model, data.X_ok, search.max_cost, sampler=sampler, eta=options.eta,
                                            X_pending=pending)
         else:
@@ -195,7 +200,7 @@ class TickTockProposer(BaseProposer):
             x = self.space.round(candidate.reshape(1, -1))[0]
             if bool(self.space.feasible(x[None])[0]) and not is_duplicate(x, seen):
                 later = " (a later candidate: the better ones were asked already or infeasible once rounded)"
-                return x, how + (later if rank else ""), value
+                return x, how + (later if rank else "") + (", closed form" if closed_form else ""), value
         return (self.random_point(index, seen),
                 "random: every optimised candidate was already asked or infeasible after rounding", None)
 
@@ -297,6 +302,11 @@ class _Search:
     model: CachedPosterior
     data: ModelData
     max_cost: float
+
+    @cached_property
+    def incumbent(self) -> Incumbent:
+        """The observed point within budget with the lowest posterior mean loss (the analytic acquisitions')."""
+        return Incumbent.of(self.model, self.data.X_within)
 
 
 class _OnValidPoints(AcquisitionFunction):

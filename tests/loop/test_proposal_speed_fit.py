@@ -1,6 +1,8 @@
 """`dense_mll_closure`, the fits' fast loss closure, is botorch's ``ExactMarginalLogLikelihood`` closure in value
 and gradient."""
 
+import math
+
 import torch
 from botorch.optim.closures import get_loss_closure_with_grads
 from botorch.optim.utils import get_parameters
@@ -41,3 +43,20 @@ def test_batched_models_keep_gpytorchs_closure():
     X = kd.sample(space, 12, seed=0, dtype=torch.float64).reshape(2, 6, 2)
     model = output_models(space, ModelOptions())["loss"].factory(X, X.sum(-1, keepdim=True))
     assert dense_mll_closure(ExactMarginalLogLikelihood(model.likelihood, model)) is None
+
+
+def test_a_refit_stops_within_a_tenth_of_a_nat_of_scipys_default_tolerance():
+    """`FIT_NATS`: a warm-started refit after one more point stops once a step gains about 1e-3 nats; scipy's
+    default tolerance (2.2e-9 per point) walks on for many more steps and gains less than a tenth of a nat."""
+    space = kd.Space([kd.Scalar(f"x{i}", 1e-3, 10.0, log=True) for i in range(4)])
+    X = kd.sample(space, 41, seed=0, dtype=torch.float64)
+    u = (X - math.log(1e-3)) / math.log(1e4)  # search coordinates of log scalars are logs
+    y = (0.01 + (u - 0.4).square() @ torch.tensor([1.0, 0.5, 0.3, 0.1], dtype=torch.float64)).log()
+    objective = {}
+    for name, options in (("default", {}), ("scipy", {"ftol": 2.2e-9})):
+        model = output_models(space, ModelOptions(fit_options=options))["loss"]
+        model.fit(X[:-1], y[:-1])
+        fitted = model.fit(X, y)
+        fitted.train()
+        objective[name] = -float(dense_mll_closure(ExactMarginalLogLikelihood(fitted.likelihood, fitted))()[0]) * len(y)
+    assert abs(objective["scipy"] - objective["default"]) < 0.1, objective

@@ -1,12 +1,16 @@
-"""`CachedPosterior`, the proposer's fast joint posterior, is the ``ModelListGP`` posterior of the same models."""
+"""`CachedPosterior`, the proposer's fast joint posterior, is the ``ModelListGP`` posterior of the same models; the
+closed-form tick and tock are botorch's constrained log EI on it."""
+
+import math
 
 import pytest
 import torch
+from botorch.acquisition.analytic import LogConstrainedExpectedImprovement, LogExpectedImprovement
 from botorch.models import ModelListGP
 from botorch.sampling import SobolQMCNormalSampler
 
 import kerneldsl as kd
-from kerneldsl.loop.acquisition import qLogCostImprovement, tock_acquisition
+from kerneldsl.loop.acquisition import Incumbent, analytic_tick, analytic_tock, qLogCostImprovement, tock_acquisition
 from kerneldsl.loop.options import ModelOptions
 from kerneldsl.loop.proposals import output_models
 from kerneldsl.model import CachedPosterior
@@ -60,3 +64,60 @@ def test_observation_noise_goes_to_the_model_list(fitted):
     noisy = CachedPosterior(gps).posterior(X, observation_noise=True)
     torch.testing.assert_close(noisy.variance, ModelListGP(*gps).posterior(X, observation_noise=True).variance)
     assert (noisy.variance > CachedPosterior(gps).posterior(X).variance).all()
+
+
+def test_closed_form_acquisitions_are_botorchs_constrained_log_ei_on_the_model_list(fitted):
+    """The tock is log EI of the loss below the incumbent's mean plus log P(cost <= budget); the tick log EI of the
+    log cost below the incumbent's (or the budget's) plus log P(loss <= incumbent's mean): botorch's
+    ``LogConstrainedExpectedImprovement`` on a ``ModelListGP`` of the same models, values and gradients."""
+    space, X_train, gps = fitted
+    cached, reference = CachedPosterior(gps), ModelListGP(*gps)
+    incumbent = Incumbent.of(cached, X_train)
+    with torch.no_grad():
+        means = reference.posterior(X_train.unsqueeze(-2)).mean.squeeze(-2)
+    best = int(means[:, 0].argmin())
+    assert torch.equal(incumbent.x, X_train[best])
+    assert incumbent.loss == pytest.approx(float(means[best, 0])) and incumbent.log_cost == pytest.approx(float(means[best, 1]))
+    budget = 3.0
+    expected = {
+        "tock": LogConstrainedExpectedImprovement(reference, incumbent.loss, 0, {1: (None, math.log(budget))}, maximize=False),
+        "tick": LogConstrainedExpectedImprovement(reference, min(incumbent.log_cost, math.log(budget)), 1,
+                                                  {0: (None, incumbent.loss)}, maximize=False),
+    }
+    got = {"tock": analytic_tock(cached, incumbent, budget), "tick": analytic_tick(cached, incumbent, budget)}
+    X = kd.sample(space, 7, seed=4, dtype=torch.float64).unsqueeze(-2)
+    for phase in ("tock", "tick"):
+        values = []
+        for acquisition in (expected[phase], got[phase]):
+            Xg = X.clone().requires_grad_(True)
+            value = acquisition(Xg)
+            values.append((value.detach(), torch.autograd.grad(value.sum(), Xg)[0]))
+        assert values[0][0].isfinite().all()
+        torch.testing.assert_close(values[1][0], values[0][0])
+        torch.testing.assert_close(values[1][1], values[0][1])
+
+
+def test_closed_form_without_a_budget_is_log_ei_of_the_loss(fitted):
+    space, X_train, gps = fitted
+    cached = CachedPosterior(gps)
+    incumbent = Incumbent.of(cached, X_train)
+    X = kd.sample(space, 5, seed=5, dtype=torch.float64).unsqueeze(-2)
+    expected = LogExpectedImprovement(gps[0], incumbent.loss, maximize=False)(X)
+    torch.testing.assert_close(analytic_tock(cached, incumbent, math.inf)(X), expected)
+
+
+def test_proposals_use_the_closed_form_only_when_nothing_is_pending():
+    task = kd.SyntheticTask()
+    study = kd.Study(task.space(), task.max_cost, n_init=5, seed=0, num_restarts=2, raw_samples=32, mc_samples=16)
+    for trial in study.ask(5):
+        study.tell(trial, task(trial.config))
+    first, second = study.ask(2)
+    assert first.proposal.endswith(", closed form") and "pending" not in first.prediction, first.proposal
+    assert not second.proposal.endswith(", closed form") and second.prediction["pending"] == 1, second.proposal
+    study.tell(first, task(first.config))
+    study.tell(second, task(second.config))
+    monte_carlo = kd.Study(task.space(), task.max_cost, n_init=5, seed=0, num_restarts=2, raw_samples=32, mc_samples=16,
+                           analytic=False)
+    for trial in monte_carlo.ask(5):
+        monte_carlo.tell(trial, task(trial.config))
+    assert not monte_carlo.ask().proposal.endswith(", closed form")
