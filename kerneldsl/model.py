@@ -223,10 +223,9 @@ class _FittedOutput:
                    torch.cholesky_solve(residual, L).squeeze(-1), shift, scale)
 
     def moments(self, X: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean ``[..., q]`` and covariance ``[..., q, q]`` at search points ``X [..., q, d]`` (for ``q = 1``:
-        the covariance is ``[..., 1, 1]``, the variance)."""
+        """Mean ``[..., q]`` and covariance ``[..., q, q]`` at transformed inputs ``X [..., q, d']`` (the model's
+        ``transform_inputs`` of search points; for ``q = 1`` the covariance is ``[..., 1, 1]``, the variance)."""
         model = self.model
-        X = model.transform_inputs(X)
         q = X.shape[-2]
         train = self.train_X.expand(*X.shape[:-2], *self.train_X.shape)
         prior, cross = model.covar_module.forward(X, torch.cat([X, train], dim=-2)).split([q, train.shape[-2]], -1)
@@ -248,7 +247,7 @@ class CachedPosterior(Model):
     (the kernels' ``forward`` is called), which cost several milliseconds per call whatever the size (profile
     of issue 23: most of an acquisition evaluation at n = 40). Calls it does not cover (``output_indices``,
     observation noise) go to a ``ModelListGP`` of the same models. Input transforms apply as in botorch
-    (``Model.transform_inputs`` of each model). At one point per batch (``q = 1``, the analytic acquisitions)
+    (``Model.transform_inputs`` of each model; once for outputs whose transforms are equal). At one point per batch (``q = 1``, the analytic acquisitions)
     the covariance is the diagonal of the outputs' variances.
 
     The fitted models are held outside the module tree and their parameters stop requiring gradients (they
@@ -263,6 +262,15 @@ class CachedPosterior(Model):
         with torch.no_grad():
             self._outputs = tuple(_FittedOutput.of(model) for model in models)
         self._fallback = (ModelListGP(*models),)  # a tuple: not a submodule either
+        self._same_inputs = tuple(_first_equal_transform(models, i) for i in range(len(models)))
+        """For each output, the first output with an equal input transform (whose transformed inputs it reuses)."""
+
+    def _transformed(self, X: Tensor) -> list[Tensor]:
+        """Each output's transformed inputs, each distinct input transform applied once."""
+        inputs: list[Tensor] = []
+        for output, same in zip(self._outputs, self._same_inputs):
+            inputs.append(inputs[same] if same < len(inputs) else output.model.transform_inputs(X))
+        return inputs
 
     @property
     def models(self) -> tuple[SingleTaskGP, ...]:
@@ -282,7 +290,7 @@ class CachedPosterior(Model):
         if output_indices is not None or observation_noise is not False or kwargs:
             return self._fallback[0].posterior(X, output_indices=output_indices, observation_noise=observation_noise,
                                            posterior_transform=posterior_transform, **kwargs)
-        parts = [output.moments(X) for output in self._outputs]
+        parts = [output.moments(inputs) for output, inputs in zip(self._outputs, self._transformed(X))]
         if len(parts) == 1:
             distribution = MultivariateNormal(parts[0][0], to_linear_operator(parts[0][1]))
         elif X.shape[-2] == 1:  # one point per batch: the outputs' variances are the whole covariance
@@ -298,6 +306,17 @@ class CachedPosterior(Model):
             return posterior_transform(posterior) if posterior_transform is not None else posterior
         posterior = GPyTorchPosterior(distribution=distribution)
         return posterior_transform(posterior) if posterior_transform is not None else posterior
+
+
+def _first_equal_transform(models: Sequence[SingleTaskGP], index: int) -> int:
+    """The first of ``models`` whose input transform equals that of ``models[index]`` (botorch's
+    ``InputTransform.equals``; both None counts as equal)."""
+    mine = getattr(models[index], "input_transform", None)
+    for j in range(index):
+        other = getattr(models[j], "input_transform", None)
+        if (mine is None and other is None) or (mine is not None and other is not None and mine.equals(other)):
+            return j
+    return index
 
 
 def dense_mll_closure(mll: ExactMarginalLogLikelihood) -> ForwardBackwardClosure | None:

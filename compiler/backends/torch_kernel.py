@@ -36,6 +36,13 @@ from .flat_params import FlatParameterKernel
 from .tiling import evaluate_tiled, plan_tiles, resolve_tiles
 
 
+CHECKPOINT_ENTRIES = 2**20
+"""Feature chunks of the distance tables are recomputed in backward (``torch.utils.checkpoint``) only when a
+chunk's ``[*, features, pairs]`` differences have at least this many entries: below, checkpointing saves little
+memory and its bookkeeping cost more than the kernel (an acquisition evaluation of the MNIST kernel at n = 100:
+a quarter of its time)."""
+
+
 @dataclass(frozen=True)
 class _Stage:
     """One distance stage: its input columns and where each lengthscale slot lands in ``W [terms, features]``."""
@@ -323,12 +330,16 @@ class TorchKernel(FlatParameterKernel):
         if width <= chunk:
             return list(_stage_chunk(pairs, square, x1s, x2s, *matrices))
         totals = None
-        needs_grad = torch.is_grad_enabled() and (x1s.requires_grad or x2s.requires_grad or matrix.requires_grad)
+        pairs_count = x1s.shape[-1] if pairs.mode == "diag" else x1s.shape[-1] * x2s.shape[-1]
+        batch = math.prod(torch.broadcast_shapes(x1s.shape[:-2], x2s.shape[:-2]))
+        recompute = (batch * chunk * pairs_count >= CHECKPOINT_ENTRIES and torch.is_grad_enabled()
+                     and (x1s.requires_grad or x2s.requires_grad or matrix.requires_grad))
         for lo in range(0, width, chunk):
             args = (pairs, square, x1s[..., lo:lo + chunk, :], x2s[..., lo:lo + chunk, :],
                     *(m[..., lo:lo + chunk] for m in matrices))
-            # Recomputed in backward so that only [*, terms, pairs] tensors are kept, never [*, features, pairs].
-            parts = checkpoint(_stage_chunk, *args, use_reentrant=False) if needs_grad else _stage_chunk(*args)
+            # Large chunks are recomputed in backward so that only [*, terms, pairs] tensors are kept, never
+            # [*, features, pairs].
+            parts = checkpoint(_stage_chunk, *args, use_reentrant=False) if recompute else _stage_chunk(*args)
             totals = list(parts) if totals is None else [t + p for t, p in zip(totals, parts)]
         return totals
 
