@@ -77,7 +77,10 @@ def tick_tock(
     constraint log cost <= log max_cost; tick maximises `qLogCostImprovement`
     (expected log-cost reduction below the best feasible trial, with loss no
     worse than that trial's, both judged on the same joint posterior sample, and
-    cost <= max_cost). Both are optimised by ``optimize_acqf`` over the search
+    cost <= max_cost). When no trial is pending and some trial is within budget, both run in
+    closed form (``analytic=True``, the default: botorch's ``LogConstrainedExpectedImprovement``
+    with the incumbent at its posterior mean; see `kerneldsl.loop.acquisition.analytic_tock`).
+    Both are optimised by ``optimize_acqf`` over the search
     bounds with the space's linear constraints (``num_restarts``,
     ``raw_samples``, ``acq_options``; ``mc_samples`` QMC samples); the best
     candidate that after exact rounding (inactive parameters to their
@@ -115,7 +118,7 @@ def tick_tock(
     ``schedule=Schedule(...)``; ``n_init`` defaults to its 10), the model options ``loss_kernel``,
     ``cost_kernel``, ``feature_chain``, ``kernel_groups``, ``kernel_options``, ``fit_options``,
     ``log_loss``, ``device``, ``dtype`` (or ``models=ModelOptions(...)``), the acquisition options
-    ``num_restarts``, ``raw_samples``, ``mc_samples``, ``acq_options``, ``eta``, ``min_tick_gain``
+    ``num_restarts``, ``raw_samples``, ``mc_samples``, ``acq_options``, ``eta``, ``min_tick_gain``, ``analytic``
     (or ``acquisition=AcquisitionOptions(...)``), ``proposer`` and ``stopping``.
     """
     check_count("tick_tock", "n_iter", n_iter)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 from botorch.acquisition.analytic import LogConstrainedExpectedImprovement, LogExpectedImprovement
-from botorch.models import ModelListGP
+from botorch.models import ModelListGP, SingleTaskGP
 from botorch.sampling import SobolQMCNormalSampler
 
 import kerneldsl as kd
@@ -121,3 +121,16 @@ def test_proposals_use_the_closed_form_only_when_nothing_is_pending():
     for trial in monte_carlo.ask(5):
         monte_carlo.tell(trial, task(trial.config))
     assert not monte_carlo.ask().proposal.endswith(", closed form")
+
+
+def test_models_with_different_input_transforms_each_see_their_own_features(fitted):
+    """One input transform is applied once for the outputs that share it; a model with another transform (here
+    the default chain without rounding) gets its own features."""
+    space, X_train, gps = fitted
+    y = (X_train[:, 0] * X_train[:, 1]).cos()
+    factory = output_models(space, ModelOptions())["cost"].factory
+    other = SingleTaskGP(X_train, y.unsqueeze(-1), input_transform=factory.feature_chain)
+    models = [gps[0], other]
+    X = kd.sample(space, 4, seed=6, dtype=torch.float64).reshape(2, 2, -1)
+    X[..., 1] += 0.3  # off the integer grid: the rounding transform matters
+    torch.testing.assert_close(CachedPosterior(models).posterior(X).mean, ModelListGP(*models).posterior(X).mean)
