@@ -61,6 +61,7 @@ from botorch.optim.optimize_mixed import SUPPORTED_OPTIONS as ALTERNATING_OPTION
 from botorch.sampling import SobolQMCNormalSampler
 from torch import Tensor
 
+from ..compiler.priors import DimensionScaledLogNormal
 from ..model import CachedPosterior, KernelGP, OutputModel, default_feature_chain
 from ..space.combinations import Combination, choice_combinations
 from ..space.sampling import SamplingError, sample
@@ -91,15 +92,22 @@ MIN_RAW_PER_RESTART = 8
 
 def output_models(space: Space, options: ModelOptions) -> dict[str, OutputModel]:
     """The loss and cost models of ``options`` on ``space``: a `KernelGP` each (the default kernel over the group
-    ``all`` of every feature), rounding search points before the feature chain."""
+    ``all`` of every feature), rounding search points before the feature chain.
+
+    The default kernel, one Matern over all D features, gets botorch's default lengthscale prior,
+    LogNormal(sqrt(2) + log(D) / 2, sqrt(3)) (`DimensionScaledLogNormal`; Hvarfner et al. 2024): typical
+    distances between points grow like sqrt(D), and a prior that does not grow with them (Gamma(3, 6), the
+    compiler's default for hand-written kernels over a few features each) leaves a model over many features
+    uninformative. ``kernel_options={"lengthscale_prior": ...}`` overrides it."""
     chain = options.feature_chain if options.feature_chain is not None else default_feature_chain(space)
     rounding = space.rounding_transform(method="approximate")
     every_feature = {"all": list(chain.feature_names)}
     models = {}
     for name, source in (("loss", options.loss_kernel), ("cost", options.cost_kernel)):
         groups = {**every_feature, **dict(options.kernel_groups or {})} if source is None else options.kernel_groups
+        default = {"lengthscale_prior": DimensionScaledLogNormal()} if source is None else {}
         factory = KernelGP(options.kernels[name], chain, rounding=rounding, groups=groups,
-                           **dict(options.kernel_options or {}))
+                           **{**default, **dict(options.kernel_options or {})})
         models[name] = OutputModel(name, factory, fit_options=dict(options.fit_options or {}))
     return models
 

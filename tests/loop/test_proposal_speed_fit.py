@@ -45,9 +45,10 @@ def test_batched_models_keep_gpytorchs_closure():
     assert dense_mll_closure(ExactMarginalLogLikelihood(model.likelihood, model)) is None
 
 
-def test_a_refit_stops_within_a_tenth_of_a_nat_of_scipys_default_tolerance():
-    """`FIT_NATS`: a warm-started refit after one more point stops once a step gains about 1e-3 nats; scipy's
-    default tolerance (2.2e-9 per point) walks on for many more steps and gains less than a tenth of a nat."""
+def test_a_refit_stops_within_a_twentieth_of_a_nat_of_scipys_default_tolerance():
+    """`FIT_NATS`: a warm-started refit after one more point stops once a step gains about 1e-4 nats; scipy's
+    default tolerance (2.2e-9 per point) walks on for many more steps and gains less than 0.05 nats (with
+    FIT_NATS = 1e-3: 0.40 nats short here)."""
     space = kd.Space([kd.Scalar(f"x{i}", 1e-3, 10.0, log=True) for i in range(4)])
     X = kd.sample(space, 41, seed=0, dtype=torch.float64)
     u = (X - math.log(1e-3)) / math.log(1e4)  # search coordinates of log scalars are logs
@@ -59,4 +60,4 @@ def test_a_refit_stops_within_a_tenth_of_a_nat_of_scipys_default_tolerance():
         fitted = model.fit(X, y)
         fitted.train()
         objective[name] = -float(dense_mll_closure(ExactMarginalLogLikelihood(fitted.likelihood, fitted))()[0]) * len(y)
-    assert abs(objective["scipy"] - objective["default"]) < 0.1, objective
+    assert abs(objective["scipy"] - objective["default"]) < 0.05, objective
