@@ -217,9 +217,10 @@ class _FittedOutput:
         L = psd_safe_cholesky(K + torch.diag_embed(noise))
         eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device)
         residual = (model.train_targets - model.mean_module(train_X)).unsqueeze(-1)
-        transform = getattr(model, "outcome_transform", None)
-        one = torch.ones((), dtype=L.dtype, device=L.device)
-        shift, scale = (transform.means.reshape(()), transform.stdvs.reshape(())) if transform is not None else (0 * one, one)
+        transform = getattr(model, "outcome_transform", None)  # Standardize: y = shift + scale * standardised y
+        shift, scale = torch.zeros((), dtype=L.dtype, device=L.device), torch.ones((), dtype=L.dtype, device=L.device)
+        if transform is not None:
+            shift, scale = transform.means.reshape(()), transform.stdvs.reshape(())
         return cls(model, train_X, torch.linalg.solve_triangular(L, eye, upper=False),
                    torch.cholesky_solve(residual, L).squeeze(-1), shift, scale)
 
