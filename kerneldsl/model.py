@@ -45,6 +45,7 @@ from torch import Tensor
 from .api import build
 from .compiler.errors import KernelError
 from .compiler.lower import compile_ir
+from .compiler.shapes import broadcast_shapes
 
 __all__ = ["DEFAULT_KERNEL", "FIT_NATS", "default_feature_chain", "KernelGP", "OutputModel", "LeanConstantMean", "BlockPosterior", "CachedPosterior",
            "dense_mll_closure", "fit_map"]
@@ -65,15 +66,6 @@ def default_feature_chain(space):
     return Chain(space, steps)
 
 
-def _broadcast(a: Sequence[int], b: Sequence[int]) -> torch.Size:
-    """``torch.broadcast_shapes(a, b)`` on plain tuples (torch 2.13 routes that through ``torch._refs``: 0.1 ms a call)."""
-    width = max(len(a), len(b))
-    a, b = (1,) * (width - len(a)) + tuple(a), (1,) * (width - len(b)) + tuple(b)
-    if any(x != y and 1 not in (x, y) for x, y in zip(a, b)):
-        raise RuntimeError(f"shapes {tuple(a)} and {tuple(b)} do not broadcast")
-    return torch.Size(y if x == 1 else x for x, y in zip(a, b))
-
-
 class LeanConstantMean(ConstantMean):
     """gpytorch's ``ConstantMean`` (same parameter, prior, constraint and state dict) with a forward that
     broadcasts shapes in Python: the model fits and acquisition loops call it thousands of times, and
@@ -81,7 +73,7 @@ class LeanConstantMean(ConstantMean):
 
     def forward(self, input: Tensor) -> Tensor:
         constant = self.constant.unsqueeze(-1)
-        return constant.expand(_broadcast(constant.shape, input.shape[:-1]))
+        return constant.expand(broadcast_shapes(constant.shape, input.shape[:-1]))
 
 
 class KernelGP:

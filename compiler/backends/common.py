@@ -17,6 +17,7 @@ from gpytorch.kernels import Kernel
 
 from ..errors import KernelError, KernelNameError, did_you_mean
 from ..ir import KernelIR, Product, Term
+from ..shapes import broadcast_shapes
 
 
 class HyperparameterMixin:
@@ -139,7 +140,7 @@ class HyperparameterMixin:
         if new_batch == batch:
             return self
         try:
-            expandable = torch.broadcast_shapes(new_batch, batch) == new_batch
+            expandable = broadcast_shapes(new_batch, batch) == new_batch
         except RuntimeError:
             expandable = False
         if not expandable:

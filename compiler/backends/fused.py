@@ -26,6 +26,7 @@ from torch.autograd.function import once_differentiable
 from ..errors import KernelError
 from ..ir import KernelIR
 from ..options import KernelOptions
+from ..shapes import broadcast_shapes
 from .codegen import GeneratedSource
 from .common import check_inputs
 from .flat_params import FlatParameterKernel
@@ -161,7 +162,7 @@ def fused_forward(module: FlatParameterKernel, kernels: FusedKernels, config: An
     if x1.device != x2.device:
         raise KernelError(f"x1 and x2 must be on one device, got {x1.device} and {x2.device}")
     try:
-        batch = torch.broadcast_shapes(module.batch_shape, x1.shape[:-2], x2.shape[:-2])
+        batch = broadcast_shapes(module.batch_shape, x1.shape[:-2], x2.shape[:-2])
     except RuntimeError:
         raise KernelError(f"batch shapes do not broadcast: kernel {tuple(module.batch_shape)}, "
                           f"x1 {tuple(x1.shape[:-2])}, x2 {tuple(x2.shape[:-2])}") from None

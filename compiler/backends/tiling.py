@@ -34,6 +34,8 @@ from typing import Callable
 import torch
 from torch.autograd.function import once_differentiable
 
+from ..shapes import broadcast_shapes
+
 AUTO = "auto"
 """The value of ``KernelOptions.tile_size`` / ``tile_threshold`` that picks the device's defaults below."""
 
@@ -111,7 +113,7 @@ def plan_tiles(mode: str, x1: torch.Tensor, x2: torch.Tensor, kernel_batch: torc
     """
     if tile_size is None:
         return None
-    batch = torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2], kernel_batch)
+    batch = broadcast_shapes(x1.shape[:-2], x2.shape[:-2], kernel_batch)
     n, m = x1.shape[-2], x2.shape[-2]
     shape = batch + ((n,) if mode == "diag" else (n, m))
     if shape.numel() <= max(threshold, tile_size):

@@ -31,6 +31,7 @@ from ..errors import KernelError
 from ..ir import KernelIR, Product, Sum
 from ..kinds import KINDS, Distance, kind_of
 from ..options import KernelOptions
+from ..shapes import broadcast_shapes
 from .common import check_inputs
 from .flat_params import FlatParameterKernel
 from .tiling import evaluate_tiled, plan_tiles, resolve_tiles
@@ -331,7 +332,7 @@ class TorchKernel(FlatParameterKernel):
             return list(_stage_chunk(pairs, square, x1s, x2s, *matrices))
         totals = None
         pairs_count = x1s.shape[-1] if pairs.mode == "diag" else x1s.shape[-1] * x2s.shape[-1]
-        batch = math.prod(torch.broadcast_shapes(x1s.shape[:-2], x2s.shape[:-2]))
+        batch = math.prod(broadcast_shapes(x1s.shape[:-2], x2s.shape[:-2]))
         recompute = (batch * chunk * pairs_count >= CHECKPOINT_ENTRIES and torch.is_grad_enabled()
                      and (x1s.requires_grad or x2s.requires_grad or matrix.requires_grad))
         for lo in range(0, width, chunk):
@@ -411,7 +412,7 @@ def _batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """
     if a.shape[:-2] == b.shape[:-2]:
         return a @ b
-    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
     return a.expand(*batch, *a.shape[-2:]) @ b.expand(*batch, *b.shape[-2:])
 
 
