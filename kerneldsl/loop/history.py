@@ -8,10 +8,12 @@ included), the budget in force and the loss scale, so a proposer can be driven w
 * the loss model: trials with a loss (state ok), failed trials at an imputed bad
   loss (`impute_failed`: the worst modelled loss plus `FAILED_LOSS_MARGIN` of the
   observed range, at least `MIN_FAILED_GAP`), and stopped trials at the last loss they
-  reported (`stopped_loss`). A partial loss is pessimistic (training had not ended), but
-  it says more than nothing: stopping mostly hits the initial design, whose trials are
-  the models' foundation (on the digits task 4-6 of 8 initial trials were stopped, and a
-  loss model of the 2-4 left did worse than one that saw all 8; RESULTS.md);
+  reported (`stopped_loss`). A partial loss is an upper bound of the loss the trial would
+  have reached (training had not ended), and it says more than nothing: stopping mostly
+  hits the initial design, whose trials are the models' foundation (on the digits task 4-6
+  of 8 initial trials were stopped, and a loss model of the 2-4 left did worse than one
+  that saw all 8; RESULTS.md). ``ModelData.stopped`` counts them (the last rows of the loss
+  data), so a proposer can treat the value as a bound (`truncated_mean`);
 * the cost model: the measured cost of ok and failed trials, and the estimated final
   cost of stopped trials;
 * pending points (botorch's ``X_pending``): running trials;
@@ -32,7 +34,8 @@ from torch import Tensor
 from ..space.space import Space
 from .trial import Trial, TrialState
 
-__all__ = ["History", "LossScale", "ModelData", "TrainingData", "impute_failed", "stopped_loss", "FAILED_LOSS_MARGIN",
+__all__ = ["History", "LossScale", "ModelData", "TrainingData", "impute_failed", "stopped_loss", "truncated_mean",
+           "FAILED_LOSS_MARGIN",
            "MIN_FAILED_GAP"]
 
 FAILED_LOSS_MARGIN = 0.5  # imputed log loss = worst + margin * (worst - best), at least MIN_FAILED_GAP above the worst
@@ -70,6 +73,9 @@ class ModelData:
     """Points of finished trials within the budget (the tick's reference; X_ok if none is)."""
     any_within: bool = True
     """Whether some finished trial is within the budget."""
+    stopped: int = 0
+    """The last ``stopped`` rows of ``X_loss`` / ``y_loss`` are stopped trials at their last reported loss: an upper
+    bound of the loss they would have reached."""
 
 
 @dataclass
@@ -93,6 +99,15 @@ def stopped_loss(trial: Trial, scale: LossScale) -> float | None:
         if report.loss is not None and math.isfinite(report.loss) and (report.loss > 0 or not scale.log):
             return scale.to_model(report.loss)
     return None
+
+
+def truncated_mean(mean: Tensor, sd: Tensor, upper: Tensor) -> Tensor:
+    """``E[y | y <= upper]`` for ``y ~ N(mean, sd^2)``: the mean of a normal truncated above,
+    ``mean - sd * phi(a) / Phi(a)`` with ``a = (upper - mean) / sd``, computed in logs so that it stays finite far in
+    the tail (where it approaches ``upper``)."""
+    a = (upper - mean) / sd
+    mills = torch.exp(-0.5 * a.square() - 0.5 * math.log(2 * math.pi) - torch.special.log_ndtr(a))
+    return torch.minimum(mean - sd * mills, upper)
 
 
 def impute_failed(trials: Sequence[Trial], scale: LossScale = LossScale()) -> float | None:
@@ -154,6 +169,6 @@ class History:
         data.models = ModelData(
             X_loss=X[ok + failed + list(partial)], y_loss=tensor(y_loss),
             X_cost=X[cost_rows], y_cost=tensor([math.log(cost_of[i]) for i in cost_rows]),
-            X_ok=X[ok], X_within=X[within] if within else X[ok], any_within=bool(within),
+            X_ok=X[ok], X_within=X[within] if within else X[ok], any_within=bool(within), stopped=len(partial),
         )
         return data

@@ -67,7 +67,7 @@ from ..space.combinations import Combination, choice_combinations
 from ..space.sampling import SamplingError, sample
 from ..space.space import Space
 from .acquisition import Incumbent, analytic_tick, analytic_tock, qLogCostImprovement, tock_acquisition
-from .history import History, ModelData
+from .history import History, ModelData, truncated_mean
 from .options import SMALL_MODEL_POINTS, AcquisitionOptions, ModelOptions
 from .proposer import BaseProposer, Proposal, ProposalRequest, is_duplicate, random_point, seed_for
 from .trial import Phase
@@ -151,7 +151,7 @@ class TickTockProposer(BaseProposer):
                 proposal_threads(self.options.threads, points):
             torch.manual_seed(seed_for(self.seed, requests[0].trial_id))
             start = time.perf_counter()
-            model = CachedPosterior([self.models["loss"].fit(data.models.X_loss, data.models.y_loss),
+            model = CachedPosterior([self._fit_loss(data.models),
                                      self.models["cost"].fit(data.models.X_cost, data.models.y_cost)])
             fit_seconds = time.perf_counter() - start
             search = _Search(model, data.models, history.max_cost)
@@ -161,6 +161,22 @@ class TickTockProposer(BaseProposer):
                 proposals.append(proposal)
                 seen, pending = _append(seen, proposal.x), _append(pending, proposal.x)
         return proposals
+
+    def _fit_loss(self, data: ModelData):
+        """The fitted loss model. Stopped trials' partial losses are upper bounds of what they would have reached:
+        a first fit without them predicts each (with observation noise), and each enters at the mean of that
+        prediction truncated above at its partial loss (`truncated_mean`): the model's guess where it is below the
+        bound, just under the bound where the model expected worse."""
+        model = self.models["loss"]
+        keep = len(data.y_loss) - data.stopped
+        if not data.stopped or keep < 2:
+            return model.fit(data.X_loss, data.y_loss)
+        first = model.fit(data.X_loss[:keep], data.y_loss[:keep])
+        with torch.no_grad():
+            prediction = first.posterior(data.X_loss[keep:], observation_noise=True)
+            bounds = data.y_loss[keep:]
+            imputed = truncated_mean(prediction.mean.squeeze(-1), prediction.variance.squeeze(-1).sqrt(), bounds)
+        return model.fit(data.X_loss, torch.cat([data.y_loss[:keep], imputed]))
 
     def _propose_one(self, search: "_Search", phase: Phase, index: int, seen: Tensor,
                      pending: Tensor | None) -> Proposal:

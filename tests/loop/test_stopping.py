@@ -6,6 +6,7 @@ import math
 import warnings
 
 import pytest
+import torch
 
 import kerneldsl as kd
 from kerneldsl.loop.journal import read_journal
@@ -198,3 +199,44 @@ def test_the_loss_a_stopped_trial_teaches_is_its_last_usable_report():
     assert stopped_loss(trial(kd.TrialState.STOPPED, -1.0), LossScale()) is None  # no log of a negative loss
     assert stopped_loss(trial(kd.TrialState.STOPPED), LossScale()) is None  # reported no loss
     assert stopped_loss(trial(kd.TrialState.OK, 2.0), LossScale()) is None  # not stopped
+
+
+@pytest.mark.parametrize("mean, sd, upper", [(0.0, 1.0, 0.0), (1.0, 0.5, 0.2), (-1.0, 2.0, 3.0), (5.0, 0.1, 0.0),
+                                             (0.0, 1.0, -30.0)])
+def test_truncated_mean_is_the_mean_of_a_normal_cut_above(mean, sd, upper):
+    from scipy.stats import truncnorm
+
+    from kerneldsl.loop.history import truncated_mean
+
+    as_tensor = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    got = float(truncated_mean(as_tensor(mean), as_tensor(sd), as_tensor(upper)))
+    assert got <= upper
+    assert got == pytest.approx(truncnorm(-math.inf, (upper - mean) / sd, loc=mean, scale=sd).mean(), rel=1e-6, abs=1e-9)
+
+
+def test_a_stopped_trial_enters_the_loss_model_below_its_partial_loss():
+    """A partial loss bounds the loss the trial would have reached: the loss model is fitted to the prediction of a
+    fit without the stopped trials, truncated at the partial loss (here far above every finished loss)."""
+    from kerneldsl.loop.history import History
+    from kerneldsl.loop.proposals import TickTockProposer
+    from kerneldsl.loop.proposer import ProposalRequest
+
+    space = TASK.space()
+    trials = []
+    for i, config in enumerate(space.to_configs(kd.sample(space, 6, seed=0, dtype=torch.float64))):
+        outcome = TASK(config)
+        trials.append(kd.Trial(id=i, config=config, phase=kd.Phase.INIT, state=kd.TrialState.OK,
+                               loss=outcome["loss"], cost=outcome["cost"]))
+    stopped = trials[-1]
+    stopped.state, stopped.loss, stopped.estimated_cost = kd.TrialState.STOPPED, None, 50.0
+    stopped.reports = [kd.Report(0.1, 5.0, 40.0, 0.0)]  # progress 0.1, cost 5, a partial loss of 40
+    history = History(space, trials, TASK.max_cost)
+    assert history.training_data().models.stopped == 1
+    proposer = TickTockProposer(space, acquisition=kd.AcquisitionOptions(num_restarts=2, raw_samples=16))
+    fitted = []
+    fit = proposer.models["loss"].fit
+    proposer.models["loss"].fit = lambda X, y: fitted.append(y.clone()) or fit(X, y)
+    proposer.propose(history, [ProposalRequest(6, 1, kd.Phase.TOCK)])
+    assert [len(y) for y in fitted] == [5, 6]  # without the stopped trial, then with it
+    imputed = float(fitted[1][-1])
+    assert imputed < math.log(40.0) - 1.0 and imputed > max(fitted[0]) - 5.0, (imputed, fitted[0])
