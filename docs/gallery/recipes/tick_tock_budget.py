@@ -126,8 +126,9 @@ result.trials_dataframe()[["number", "phase", "state", "loss", "cost", "feasible
 # with probability ``confidence``, the final cost exceeds ``max_cost * (1 + margin)``.
 #
 # A stopped trial keeps its reports, enters the cost model at its estimated final cost
-# and the loss model at the last loss it reported (pessimistic: training had not ended),
-# and is never the best trial. Here with a stricter budget,
+# and the loss model below the last loss it reported (a bound: training had not ended; it
+# enters at the loss model's prediction for it, truncated at that bound), and is never the
+# best trial. Here with a stricter budget,
 # so that some proposals overrun:
 
 stopping = kd.CostStopping(margin=0.1, confidence=0.9)
