@@ -7,8 +7,11 @@ gpytorch's per-call overhead) and proposes
 one point per request, sequentially and greedily as botorch builds q-batches: every point
 already chosen in the call joins the pending points (trials still running) of the next,
 through botorch's ``X_pending``, so workers never get the same point or the same tiny
-neighbourhood. Its models are built from `ModelOptions` (`output_models`), its
-optimisers set by `AcquisitionOptions`.
+neighbourhood. A point proposed with nothing pending uses the closed forms of tick and tock
+(`kerneldsl.loop.acquisition.analytic_tock`; ``AcquisitionOptions.analytic``), one with pending
+points the Monte-Carlo forms. Stopped trials' partial losses are bounds (`TickTockProposer._fit_loss`).
+Its models are built from `ModelOptions` (`output_models`), its optimisers set by
+`AcquisitionOptions`.
 
 Mixed spaces: choices and integers are optimised as discrete values.
 
