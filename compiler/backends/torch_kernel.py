@@ -331,10 +331,8 @@ class TorchKernel(FlatParameterKernel):
         if width <= chunk:
             return list(_stage_chunk(pairs, square, x1s, x2s, *matrices))
         totals = None
-        pairs_count = x1s.shape[-1] if pairs.mode == "diag" else x1s.shape[-1] * x2s.shape[-1]
-        batch = math.prod(broadcast_shapes(x1s.shape[:-2], x2s.shape[:-2]))
-        recompute = (batch * chunk * pairs_count >= CHECKPOINT_ENTRIES and torch.is_grad_enabled()
-                     and (x1s.requires_grad or x2s.requires_grad or matrix.requires_grad))
+        recompute = (torch.is_grad_enabled() and (x1s.requires_grad or x2s.requires_grad or matrix.requires_grad)
+                     and _difference_entries(pairs, x1s, x2s, chunk) >= CHECKPOINT_ENTRIES)
         for lo in range(0, width, chunk):
             args = (pairs, square, x1s[..., lo:lo + chunk, :], x2s[..., lo:lo + chunk, :],
                     *(m[..., lo:lo + chunk] for m in matrices))
@@ -402,6 +400,12 @@ def _stage_chunk(pairs: _Pairs, square: bool, x1: torch.Tensor, x2: torch.Tensor
     delta = pairs.differences(x1, x2)
     powered = delta.square() if square else delta.abs()
     return tuple(_batched_matmul(m, powered) for m in matrices)
+
+
+def _difference_entries(pairs: _Pairs, x1: torch.Tensor, x2: torch.Tensor, features: int) -> int:
+    """Entries of the ``[*, features, pairs]`` differences of inputs laid out ``[*, features, points]``."""
+    count = x1.shape[-1] if pairs.mode == "diag" else x1.shape[-1] * x2.shape[-1]
+    return math.prod(broadcast_shapes(x1.shape[:-2], x2.shape[:-2])) * features * count
 
 
 def _batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

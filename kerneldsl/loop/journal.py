@@ -448,9 +448,12 @@ def _holder(path: Path, driver: str | None) -> tuple[dict, float] | None:
 def _alive(path: Path, driver: str | None, now: float, lease: float) -> bool:
     """Whether ``driver`` still holds its lease on the journal at ``path``."""
     found = _holder(path, driver)
-    if found is None:
-        return False
-    holder, beat = found
+    return found is not None and _holds_lease(*found, now, lease)
+
+
+def _holds_lease(holder: dict, beat: float, now: float, lease: float) -> bool:
+    """Whether a heartbeat file that says ``holder`` and last beat at ``beat`` still holds its lease at ``now``:
+    beaten within ``lease`` seconds, and its process alive when it is on this host."""
     if now - beat > lease:
         return False
     if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
@@ -478,7 +481,7 @@ def live_drivers(path: str | os.PathLike, exclude: str | None = None, lease: flo
     now, out = time.time(), []
     for file in sorted(folder.iterdir()):
         found = _holder(path, file.name) if file.name != exclude else None
-        if found is not None and _alive(path, file.name, now, LEASE if lease is None else lease):
+        if found is not None and _holds_lease(*found, now, LEASE if lease is None else lease):
             out.append(f"pid {found[0].get('pid')} on {found[0].get('host')}")
     return out
 

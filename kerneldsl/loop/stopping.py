@@ -15,7 +15,8 @@ The rule, in log cost (costs are modelled in log space):
   ``mean - z(confidence) * sd > log(max_cost * (1 + margin))``.
 
 A stopped trial enters the cost model at ``exp(mean)`` of the estimate when it was stopped, and
-the loss model at the last loss it reported (`kerneldsl.loop.history.stopped_loss`).
+the loss model below the last loss it reported (`kerneldsl.loop.history.stopped_loss`, a bound: the proposer
+imputes the truncated mean of its prediction, `kerneldsl.loop.history.truncated_mean`).
 """
 
 from __future__ import annotations

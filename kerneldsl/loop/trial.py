@@ -21,7 +21,7 @@ class TrialState(str, Enum):
     """Told with an error (raised, timed out, bad result): it enters the loss model at an imputed bad loss."""
     STOPPED = "stopped"
     """Stopped early by the study because its estimated final cost exceeds the budget: it teaches the
-    cost model (at its estimated final cost) and the loss model (at the last loss it reported, if any),
+    cost model (at its estimated final cost) and the loss model (below the last loss it reported, if any),
     and is never the best trial."""
     LOST = "lost"
     """The study stopped while the trial ran (it was never told): it teaches the models nothing and
