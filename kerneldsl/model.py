@@ -12,9 +12,10 @@ with warm starts for the optimisation loop.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from botorch.acquisition.objective import PosteriorTransform
 from botorch.models import ModelListGP, SingleTaskGP
 from botorch.models.model import Model
 from botorch.posteriors.gpytorch import GPyTorchPosterior
+from botorch.posteriors.posterior import Posterior
 from botorch.models.transforms.input import ChainedInputTransform, InputTransform
 from botorch.models.transforms.outcome import Standardize
 from botorch.models.utils.gpytorch_modules import MIN_INFERRED_NOISE_LEVEL
@@ -43,11 +45,12 @@ from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
 
 from .api import build
+from .compiler.backends.common import HyperparameterMixin
 from .compiler.errors import KernelError
 from .compiler.lower import compile_ir
 from .compiler.shapes import broadcast_shapes
 
-__all__ = ["DEFAULT_KERNEL", "FIT_NATS", "default_feature_chain", "KernelGP", "OutputModel", "LeanConstantMean", "BlockPosterior", "CachedPosterior",
+__all__ = ["DEFAULT_KERNEL", "FIT_NATS", "default_feature_chain", "KernelGP", "OutputModel", "LeanConstantMean", "BlockPosterior", "PointPosterior", "CachedPosterior",
            "dense_mll_closure", "fit_map"]
 
 DEFAULT_KERNEL = "matern52(all)"
@@ -186,6 +189,75 @@ class BlockPosterior(GPyTorchPosterior):
         return self.distribution.mean + noise.transpose(-1, -2)
 
 
+class PointPosterior(Posterior):
+    """The posterior of independent outputs at one point per batch (``q = 1``), as ``ModelListGP`` returns it,
+    with its mean and variance held as plain tensors.
+
+    botorch's analytic acquisitions read only ``mean`` and ``variance``; building gpytorch's multitask
+    distribution and reading them back through its linear operators was a third of a closed-form acquisition
+    evaluation (forward and backward, profile of issue 23). Everything else (sampling, ``distribution``,
+    quantiles) goes to the ``GPyTorchPosterior`` of the same moments, built when first asked for, so samples
+    from base samples are those of ``ModelListGP``.
+
+    ``means``, ``variances``: ``[..., 1, m]``.
+    """
+
+    def __init__(self, means: Tensor, variances: Tensor):
+        self.means, self.variances = means, variances
+
+    @property
+    def mean(self) -> Tensor:
+        return self.means
+
+    @property
+    def variance(self) -> Tensor:
+        return self.variances
+
+    @property
+    def device(self) -> torch.device:
+        return self.means.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.means.dtype
+
+    @functools.cached_property
+    def full(self) -> GPyTorchPosterior:
+        """The ``GPyTorchPosterior`` of these moments (multitask, outputs not interleaved, for several outputs)."""
+        if self.means.shape[-1] == 1:
+            mean, variance = self.means[..., 0], self.variances[..., 0]
+            return GPyTorchPosterior(MultivariateNormal(mean, to_linear_operator(variance.unsqueeze(-1))))
+        return GPyTorchPosterior(MultitaskMultivariateNormal(self.means, DiagLinearOperator(self.variances.squeeze(-2)),
+                                                             interleaved=False))
+
+    @property
+    def distribution(self) -> MultivariateNormal:
+        return self.full.distribution
+
+    @property
+    def base_sample_shape(self) -> torch.Size:
+        return self.full.base_sample_shape
+
+    @property
+    def batch_range(self) -> tuple[int, int]:
+        return self.full.batch_range
+
+    def _extended_shape(self, sample_shape: torch.Size = torch.Size()) -> torch.Size:  # noqa: B008 (botorch's signature)
+        return sample_shape + self.means.shape
+
+    def rsample(self, sample_shape: torch.Size | None = None) -> Tensor:
+        return self.full.rsample(sample_shape)
+
+    def rsample_from_base_samples(self, sample_shape: torch.Size, base_samples: Tensor) -> Tensor:
+        return self.full.rsample_from_base_samples(sample_shape, base_samples)
+
+    def quantile(self, value: Tensor) -> Tensor:
+        return self.full.quantile(value)
+
+    def density(self, value: Tensor) -> Tensor:
+        return self.full.density(value)
+
+
 @dataclass(frozen=True)
 class _FittedOutput:
     """What one fitted output's posterior needs, computed once per fit: the transformed training inputs, the
@@ -193,6 +265,9 @@ class _FittedOutput:
     transform's shift and scale."""
 
     model: SingleTaskGP
+    kernel: Callable[..., Tensor]
+    """The model's kernel at its fitted hyperparameters (``frozen()`` of a kernel-language kernel, else its
+    ``forward``)."""
     train_X: Tensor
     L_inverse: Tensor
     alpha: Tensor
@@ -204,7 +279,9 @@ class _FittedOutput:
         model.eval()
         model.requires_grad_(False)  # fitted: gradients of its posterior are for the inputs only
         (train_X,) = model.train_inputs  # transformed inputs in eval mode
-        K = model.covar_module.forward(train_X, train_X)
+        covariance = model.covar_module
+        kernel = covariance.frozen() if isinstance(covariance, HyperparameterMixin) else covariance.forward
+        K = kernel(train_X, train_X)
         noise = model.likelihood.noise.reshape(-1).expand(train_X.shape[-2])
         L = psd_safe_cholesky(K + torch.diag_embed(noise))
         eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device)
@@ -213,7 +290,7 @@ class _FittedOutput:
         shift, scale = torch.zeros((), dtype=L.dtype, device=L.device), torch.ones((), dtype=L.dtype, device=L.device)
         if transform is not None:
             shift, scale = transform.means.reshape(()), transform.stdvs.reshape(())
-        return cls(model, train_X, torch.linalg.solve_triangular(L, eye, upper=False),
+        return cls(model, kernel, train_X, torch.linalg.solve_triangular(L, eye, upper=False),
                    torch.cholesky_solve(residual, L).squeeze(-1), shift, scale)
 
     def moments(self, X: Tensor) -> tuple[Tensor, Tensor]:
@@ -222,7 +299,7 @@ class _FittedOutput:
         model = self.model
         q = X.shape[-2]
         train = self.train_X.expand(*X.shape[:-2], *self.train_X.shape)
-        prior, cross = model.covar_module.forward(X, torch.cat([X, train], dim=-2)).split([q, train.shape[-2]], -1)
+        prior, cross = self.kernel(X, torch.cat([X, train], dim=-2)).split([q, train.shape[-2]], -1)
         mean = model.mean_module(X) + cross @ self.alpha
         V = cross @ self.L_inverse.transpose(-1, -2)  # [..., q, n]: L^-1 K_Xx, transposed
         covariance = prior - (V.square().sum(-1, keepdim=True) if q == 1 else V @ V.transpose(-1, -2))
@@ -279,18 +356,19 @@ class CachedPosterior(Model):
         return torch.Size([])
 
     def posterior(self, X: Tensor, output_indices: list[int] | None = None, observation_noise: bool | Tensor = False,
-                  posterior_transform: PosteriorTransform | None = None, **kwargs: Any) -> GPyTorchPosterior:
-        """The joint posterior of every output at ``X [..., q, d]`` (botorch's ``Model.posterior``)."""
+                  posterior_transform: PosteriorTransform | None = None, **kwargs: Any) -> Posterior:
+        """The joint posterior of every output at ``X [..., q, d]`` (botorch's ``Model.posterior``; a
+        `PointPosterior` at one point per batch)."""
         if output_indices is not None or observation_noise is not False or kwargs:
             return self._fallback[0].posterior(X, output_indices=output_indices, observation_noise=observation_noise,
                                            posterior_transform=posterior_transform, **kwargs)
         parts = [output.moments(inputs) for output, inputs in zip(self._outputs, self._transformed(X))]
+        if X.shape[-2] == 1:  # one point per batch: the outputs' variances are the whole covariance
+            posterior = PointPosterior(torch.stack([mean for mean, _ in parts], dim=-1),
+                                       torch.stack([covariance[..., 0] for _, covariance in parts], dim=-1))
+            return posterior_transform(posterior.full) if posterior_transform is not None else posterior
         if len(parts) == 1:
             distribution = MultivariateNormal(parts[0][0], to_linear_operator(parts[0][1]))
-        elif X.shape[-2] == 1:  # one point per batch: the outputs' variances are the whole covariance
-            means = torch.stack([mean for mean, _ in parts], dim=-1)  # [..., 1, m]
-            variances = torch.stack([covariance[..., 0, 0] for _, covariance in parts], dim=-1)  # [..., m]
-            distribution = MultitaskMultivariateNormal(means, DiagLinearOperator(variances), interleaved=False)
         else:  # as ModelListGP builds it (MultitaskMultivariateNormal.from_independent_mvns): lazy, block diagonal
             means = torch.stack([mean for mean, _ in parts], dim=-1)  # [..., q, m]
             blocks = torch.stack([covariance for _, covariance in parts], dim=-3)  # [..., m, q, q]

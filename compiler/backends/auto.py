@@ -49,21 +49,27 @@ class AutoKernel(TorchKernel):
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False,
                 last_dim_is_batch: bool = False, **params) -> torch.Tensor:
-        if x1.is_cuda and not last_dim_is_batch and self._triton_available():
-            from .fused import fused_forward
-            from .triton_kernel import current_kernels
+        if not last_dim_is_batch and self.uses_fused_path(x1, x2, diag):
+            if x1.is_cuda:
+                from .fused import fused_forward
+                from .triton_kernel import current_kernels
 
-            check_inputs(self.ir, x1, x2, diag)
-            kernels = current_kernels(self)
-            self.last_path = "triton"
-            return fused_forward(self, kernels, kernels.blocks, x1, x2, diag)
-        if x1.device.type == "cpu" and not last_dim_is_batch and _entries(self, x1, x2, diag) >= FUSED_CPU_THRESHOLD:
+                check_inputs(self.ir, x1, x2, diag)
+                kernels = current_kernels(self)
+                self.last_path = "triton"
+                return fused_forward(self, kernels, kernels.blocks, x1, x2, diag)
             out = self._fused_cpu(x1, x2, diag)
             if out is not None:
                 self.last_path = "cpu"
                 return out
         self.last_path = "torch"
         return super().forward(x1, x2, diag=diag, last_dim_is_batch=last_dim_is_batch, **params)
+
+    def uses_fused_path(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> bool:
+        """Whether ``forward`` would try the fused kernels for these inputs (triton on CUDA, C above the size)."""
+        if x1.is_cuda:
+            return self._triton_available()
+        return x1.device.type == "cpu" and _cpu_unavailable is None and _entries(self, x1, x2, diag) >= FUSED_CPU_THRESHOLD
 
     def _fused_cpu(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> torch.Tensor | None:
         """K from the fused C kernels; None when they cannot be built here (then once a warning)."""

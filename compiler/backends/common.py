@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from copy import deepcopy
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 from gpytorch.kernels import Kernel
@@ -36,6 +36,12 @@ class HyperparameterMixin:
         raise NotImplementedError
 
     # --- shared API ------------------------------------------------------------------
+    def frozen(self) -> Callable[..., torch.Tensor]:
+        """``K(x1, x2, diag=False)`` at the current hyperparameters, for many evaluations at new inputs while
+        they stay fixed (an acquisition function of a fitted model). This default is ``forward``; the torch
+        backends compute what depends on the hyperparameters alone once (``FrozenTorchKernel``)."""
+        return self.forward
+
     def sum_weights(self) -> torch.Tensor:
         """Softmaxed weights [*b, W]: each learned sum's group sums to one."""
         _, _, logits = self._flat_values()

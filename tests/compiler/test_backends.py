@@ -275,6 +275,24 @@ def test_auto_runs_the_torch_path_on_cpu_and_agrees_with_reference():
     assert kernels["auto"].last_path == "torch"
 
 
+def test_frozen_auto_kernel_hands_large_inputs_to_the_fused_path():
+    """A frozen ``auto`` kernel evaluates small inputs itself (prepared hyperparameters, torch path) and sends
+    inputs at or above ``FUSED_CPU_THRESHOLD`` entries through ``forward``, where the fused C kernels run."""
+    from kerneldsl.compiler.backends import auto
+
+    ir = _shared_ir()
+    kernel = build_kernels(ir, backends=("auto",))["auto"]
+    frozen = kernel.frozen()
+    small, large = _inputs(ir, 0, 2, 6), _inputs(ir, 1, 2, 5)
+    sentinel = torch.zeros(2, 5, 5, dtype=F64)
+    with mock.patch.object(auto.AutoKernel, "_fused_cpu", return_value=sentinel) as fused, \
+            mock.patch.object(auto, "FUSED_CPU_THRESHOLD", 2 * 5 * 5):
+        with torch.no_grad():
+            assert frozen(small, small[..., :4, :]).shape == (2, 6, 4) and not fused.called  # 48 entries
+            assert frozen(large, large) is sentinel and fused.call_count == 1  # 50 entries
+            assert kernel.forward(large, large) is sentinel and fused.call_count == 2
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_auto_runs_the_triton_path_on_cuda():
     pytest.importorskip("triton")

@@ -13,7 +13,7 @@ import kerneldsl as kd
 from kerneldsl.loop.acquisition import Incumbent, analytic_tick, analytic_tock, qLogCostImprovement, tock_acquisition
 from kerneldsl.loop.options import ModelOptions
 from kerneldsl.loop.proposals import output_models
-from kerneldsl.model import CachedPosterior
+from kerneldsl.model import CachedPosterior, PointPosterior
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +26,20 @@ def fitted():
     return space, X, gps
 
 
-@pytest.mark.parametrize("shape", [(1,), (4,), (5, 3), (2, 3, 2)])
-def test_same_posterior_and_samples_as_a_model_list(fitted, shape):
+@pytest.mark.parametrize("outputs", [2, 1])
+@pytest.mark.parametrize("shape", [(1,), (4,), (5, 3), (2, 3, 2), (3, 1), (2, 2, 1)])
+def test_same_posterior_and_samples_as_a_model_list(fitted, shape, outputs):
+    """Means, covariances and samples from base samples; at one point per batch (shape ending in 1) the
+    posterior is a `PointPosterior`, whose moments are plain tensors."""
     space, _, gps = fitted
+    gps = gps[:outputs]
     reference, cached = ModelListGP(*gps), CachedPosterior(gps)
     X = kd.sample(space, int(torch.tensor(shape).prod()), seed=1, dtype=torch.float64).reshape(*shape, -1)
     expected, got = reference.posterior(X), cached.posterior(X)
-    assert got.mean.shape == expected.mean.shape
+    assert isinstance(got, PointPosterior) == (X.shape[-2] == 1)
+    assert got.mean.shape == expected.mean.shape and got.variance.shape == expected.variance.shape
     torch.testing.assert_close(got.mean, expected.mean)
+    torch.testing.assert_close(got.variance, expected.variance)
     torch.testing.assert_close(got.distribution.covariance_matrix, expected.distribution.covariance_matrix)
     base = torch.randn(8, *expected.base_sample_shape, dtype=torch.float64)
     torch.testing.assert_close(got.rsample_from_base_samples(torch.Size([8]), base),
