@@ -5,6 +5,8 @@ every method), for the same number of trials, once per seed:
 
 * ``kerneldsl-handson``  ``kd.Study`` (ask/tell, tick-tock) with the task's hands-on loss and cost kernels;
 * ``kerneldsl-default``  ``kd.Study`` with its default kernels (one ``matern52`` over every feature);
+* ``kerneldsl-tocks``    ``kd.Study`` with the hands-on kernels and ``tick_ratio=0``: every model-based trial a
+                         tock (cost-constrained log EI of the loss), none spent making configs cheaper;
 * ``optuna-tpe``         ``TPESampler(multivariate=True, group=True)``;
 * ``optuna-gp``          ``GPSampler``;
 * ``optuna-random``      ``RandomSampler``;
@@ -156,14 +158,15 @@ class Method(ABC):
 class KerneldslMethod(Method):
     """``kd.Study`` ask/tell, one trial at a time, with the task's hands-on kernels or the default ones."""
 
-    def __init__(self, name: str, label: str, hands_on: bool):
-        self.name, self.label, self.hands_on = name, label, hands_on
+    def __init__(self, name: str, label: str, hands_on: bool, tick_ratio: float = 0.5):
+        self.name, self.label, self.hands_on, self.tick_ratio = name, label, hands_on, tick_ratio
 
     def run(self, task: Task, seed: int, n_trials: int) -> list[TrialRecord]:
         kernels = (dict(loss_kernel=task.loss_kernel, cost_kernel=task.cost_kernel, feature_chain=task.feature_chain)
                    if self.hands_on else {})
         objective, records = task.objective(seed), []
-        study = kd.Study(task.space, task.max_cost, n_init=task.n_init, n_trials=n_trials, seed=seed, **kernels)
+        study = kd.Study(task.space, task.max_cost, n_init=task.n_init, n_trials=n_trials, seed=seed,
+                         tick_ratio=self.tick_ratio, **kernels)
         with study:
             for _ in range(n_trials):
                 start = time.perf_counter()
@@ -356,14 +359,16 @@ def active_config(space: kd.Space, parameters: Mapping[str, Any]) -> dict[str, A
 METHODS: tuple[Method, ...] = (
     KerneldslMethod("kerneldsl-handson", "kerneldsl, hands-on kernels", hands_on=True),
     KerneldslMethod("kerneldsl-default", "kerneldsl, default kernels", hands_on=False),
+    KerneldslMethod("kerneldsl-tocks", "kerneldsl, hands-on kernels, tocks only (tick_ratio=0)", hands_on=True,
+                    tick_ratio=0.0),
     OptunaMethod("optuna-tpe", "Optuna TPE (multivariate, group)", tpe_sampler),
     OptunaMethod("optuna-gp", "Optuna GPSampler", gp_sampler),
     OptunaMethod("optuna-random", "Optuna RandomSampler", random_sampler),
     AxMethod(),
 )
 BY_NAME = {m.name: m for m in METHODS}
-COLORS = dict(zip(BY_NAME, ["tab:red", "tab:orange", "tab:blue", "tab:purple", "tab:grey", "tab:green",
-                            "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]))
+COLORS = dict(zip(BY_NAME, ["tab:red", "tab:orange", "tab:brown", "tab:blue", "tab:purple", "tab:grey", "tab:green",
+                            "tab:pink", "tab:olive", "tab:cyan"]))
 
 
 # ---------------------------------------------------------------------- running
