@@ -91,7 +91,7 @@ MAX_ALTERNATING_STEPS = 3
 each round costs a continuous optimisation); ``acq_options={"maxiter_alternating": ...}`` changes it."""
 MIN_RAW_PER_RESTART = 8
 """Each enumerated branch draws at least this many raw points per restart."""
-DEFAULT_KERNEL_OPTIONS = {"lengthscale_prior": DimensionScaledLogNormal(scale_by="product")}
+DEFAULT_KERNEL_OPTIONS = {"lengthscale_prior": DimensionScaledLogNormal(scale_by="term")}
 """Compile options of the study's kernels unless ``kernel_options`` sets them (see `output_models`)."""
 
 
@@ -101,13 +101,15 @@ def output_models(space: Space, options: ModelOptions) -> dict[str, OutputModel]
 
     Every kernel, the default one and the user's, gets botorch's default lengthscale prior scaled by
     dimension, LogNormal(sqrt(2) + log(d) / 2, sqrt(3)) (`DimensionScaledLogNormal`; Hvarfner et al. 2024),
-    with ``d`` the features of each term and of every factor it is multiplied with (``scale_by="product"``: a
-    product of stationary kernels decays with the summed squared distances of its factors, like one kernel over
-    their union; for the default kernel, one Matern over all D features, d = D). Typical distances between points
-    grow like sqrt(d), and a prior that does not grow with them (Gamma(3, 6), the compiler's default, mode 1/3 on
-    [0, 1] features) makes a model fitted to a few trials local: on the 26-feature MNIST surrogate the hands-on
-    kernel's 44 lengthscales stayed at that mode after 16 trials and the search took 30-50 trials to leave a poor
-    start (issue 24, fourth session). ``kernel_options={"lengthscale_prior": ...}`` overrides it."""
+    with ``d`` the features of each base term (for the default kernel, one Matern over all D features, d = D).
+    Typical distances between points grow like sqrt(d), and a prior that does not grow with them (Gamma(3, 6),
+    the compiler's default, mode 1/3 on [0, 1] features) makes a model fitted to a few trials local: on the
+    26-feature MNIST surrogate the hands-on kernel's 44 lengthscales stayed at that mode after 16 trials and the
+    search took 30-50 trials to leave a poor start (issue 24, fourth session). ``d`` per term rather than per
+    product (``scale_by="product"``, d = 22-26 for every term of that kernel): the two searched alike on the
+    surrogate and digits, and in cross-validation on the MNIST sweep the product rule was over-confident
+    (coverage 0.72) and fitted 5x slower (benchmarks/RESULTS.md). ``kernel_options={"lengthscale_prior": ...}``
+    overrides it."""
     chain = options.feature_chain if options.feature_chain is not None else default_feature_chain(space)
     rounding = space.rounding_transform(method="approximate")
     every_feature = {"all": list(chain.feature_names)}

@@ -63,17 +63,17 @@ def test_a_refit_stops_within_a_twentieth_of_a_nat_of_scipys_default_tolerance()
     assert abs(objective["scipy"] - objective["default"]) < 0.05, objective
 
 
-def test_study_kernels_get_the_dimension_scaled_prior_of_their_products():
+def test_study_kernels_get_the_dimension_scaled_prior_of_their_terms():
     """Every kernel of the study (the user's too) has botorch's lengthscale prior with d = the features of each
-    term's product, LogNormal(sqrt(2) + log(d) / 2, sqrt(3)); ``kernel_options`` overrides it."""
+    base term, LogNormal(sqrt(2) + log(d) / 2, sqrt(3)); ``kernel_options`` overrides it."""
     import math
 
     from gpytorch.priors import GammaPrior, LogNormalPrior
 
     space = kd.Space([kd.Scalar("a", 0.0, 1.0), kd.Scalar("b", 0.0, 1.0), kd.Scalar("c", 0.0, 1.0)])
-    source = "matern52({a}) * matern52({b}) + matern52({c})"  # d = 2, 2 and 1
+    source = "matern52({a, b}) * matern52({c}) + matern52({c})"  # d = 2 (two slots), 1 and 1
     models = output_models(space, ModelOptions(loss_kernel=source))
-    for name, dims in (("loss", [2, 2, 1]), ("cost", [3, 3, 3])):  # per lengthscale slot
+    for name, dims in (("loss", [2, 2, 1, 1]), ("cost", [3, 3, 3])):  # per lengthscale slot
         kernel = models[name].factory.kernel()
         prior = kernel.lengthscale_prior
         assert isinstance(prior, LogNormalPrior)
