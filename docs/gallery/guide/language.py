@@ -61,7 +61,10 @@ Priors (registered gpytorch priors, so the marginal likelihood includes them): G
 on every lengthscale, Gamma(2, 0.15) on the output scale, Dirichlet(2) on the weights of
 each learned sum. They assume features scaled to about [0, 1], which the feature chains do.
 ``kd.compile(..., lengthscale_prior=...)`` and the other :class:`~kerneldsl.KernelOptions`
-change them.
+change them. A study (``kd.Study``, ``kd.tick_tock``) fits its kernels from a few trials, where
+Gamma(3, 6) keeps every lengthscale near a third of a feature's range and the model local; there
+each lengthscale gets botorch's default instead, LogNormal(sqrt(2) + log(d) / 2, sqrt(3)) with d the
+features of its term (``kernel_options={"lengthscale_prior": ...}`` sets another).
 """
 
 import warnings
