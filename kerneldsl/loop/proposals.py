@@ -53,6 +53,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -91,7 +92,7 @@ MAX_ALTERNATING_STEPS = 3
 each round costs a continuous optimisation); ``acq_options={"maxiter_alternating": ...}`` changes it."""
 MIN_RAW_PER_RESTART = 8
 """Each enumerated branch draws at least this many raw points per restart."""
-DEFAULT_KERNEL_OPTIONS = {"lengthscale_prior": DimensionScaledLogNormal(scale_by="term")}
+DEFAULT_KERNEL_OPTIONS = MappingProxyType({"lengthscale_prior": DimensionScaledLogNormal(scale_by="term")})
 """Compile options of the study's kernels unless ``kernel_options`` sets them (see `output_models`)."""
 
 

@@ -70,8 +70,9 @@ def tick_tock(
     ``kd.compile(loss_kernel / cost_kernel, features=chain.feature_names,
     groups=kernel_groups, **kernel_options)``. The default kernel
     `DEFAULT_KERNEL` is ``matern52(all)``: one Matern 5/2 with a lengthscale per
-    feature, over the group ``all`` of every feature, with botorch's dimension-scaled
-    LogNormal lengthscale prior (see `kerneldsl.loop.proposals.output_models`). Outputs are standardised;
+    feature, over the group ``all`` of every feature. Every kernel, yours too, gets botorch's
+    dimension-scaled LogNormal lengthscale prior, d counted per term, unless ``kernel_options``
+    sets one (see `kerneldsl.loop.proposals.output_models`). Outputs are standardised;
     each refit with ``fit_gpytorch_mll`` starts from the previous fit's values.
 
     Tock maximises ``qLogNoisyExpectedImprovement`` of -log loss with the
