@@ -15,34 +15,33 @@ Its models are built from `ModelOptions` (`output_models`), its optimisers set b
 
 Mixed spaces: choices and integers are optimised as discrete values.
 
-* Spaces with integers, or with more than `MAX_ENUMERATED_COMBINATIONS` active combinations of
-  the choices (`kerneldsl.space.combinations.choice_combinations`): one alternating local
-  search (`kerneldsl.loop.alternating.alternate`: botorch's discrete neighbour steps, which move
-  integers and choices, and continuous L-BFGS steps) from the starts of every branch at once,
-  on the acquisition of each point's valid version (`Space.deactivate`: switched-off
-  parameters at their defaults), so a change of branch is judged by the config it stands for.
-  Each branch (each active combination; the whole space when there are too many) gets its
-  share of ``num_restarts`` and ``raw_samples`` (`TickTockProposer._per_branch`): starts drawn
-  by acquisition value out of Sobol points of the branch and the observed points moved onto it
-  (`TickTockProposer._starting_points`), so every branch is searched.
-* Spaces of few branches without integers: every branch is optimised with its choices fixed
-  and the parameters it switches off fixed at their defaults (botorch's ``fixed_features``),
-  by ``optimize_acqf`` from its share of the starts, and the best candidate over all branches
-  wins, as in botorch's ``optimize_acqf_mixed`` with a fixed-feature list.
+* Few branches (at most `MAX_ENUMERATED_COMBINATIONS` active combinations of the
+  choices, `kerneldsl.space.combinations.choice_combinations`): every branch is optimised
+  with its choices fixed and the parameters it switches off fixed at their defaults
+  (botorch's ``fixed_features``), and the best candidate over all branches wins, as in
+  botorch's ``optimize_acqf_mixed`` with a fixed-feature list. A branch with active
+  integers goes to botorch's ``optimize_acqf_mixed_alternating`` (its integers as
+  ``discrete_dims``); a branch without them to ``optimize_acqf`` from starts drawn out of
+  Sobol points of the branch and the observed points moved onto it. ``num_restarts``
+  and ``raw_samples`` are shared out among the branches (`TickTockProposer._per_branch`), so a
+  proposal's effort does not grow with the number of branches.
+* Many branches: one ``optimize_acqf_mixed_alternating`` run over the whole space
+  (choices as ``cat_dims``, integers as ``discrete_dims``; ``num_restarts`` local
+  searches started from the best of ``raw_samples`` points), on the acquisition of
+  each point's valid version (`Space.deactivate`: switched-off parameters at their
+  defaults), so a branch change is judged by the config it stands for.
 
-Either way a proposal's effort does not grow with the number of branches. Integers once went
-branch by branch too (botorch's ``optimize_acqf_mixed_alternating`` per branch, its share of the
-restarts each): the same restarts in one batched search take half the time (fifth session,
-benchmarks/RESULTS.md), as an evaluation costs about the same for 3 points as for 9.
-
-The alternating search runs at most `MAX_ALTERNATING_STEPS` rounds (``acq_options`` may set
-its options, with botorch's names: ``maxiter_alternating``, ``maxiter_discrete``,
-``maxiter_continuous``, ``tol``, ``max_discrete_values``; ``maxiter`` sets the continuous
-branches' optimisations). Integers with at most `MAX_DISCRETE_INT_VALUES` values move by
-integer neighbour steps; wider ones are optimised relaxed and rounded, as botorch does for wide
-ranges. The models see rounded inputs either way (their rounding input transform). Linear
-constraints go to every optimiser as ``inequality_constraints``; a candidate is taken only
-when its exact rounding is feasible and new.
+The alternating optimiser starts from the best of its raw points (botorch's "random"
+initialisation) and runs at most `MAX_ALTERNATING_STEPS` rounds of integer neighbour
+moves and continuous L-BFGS steps; these two bounds keep a proposal within about twice
+the old continuous-relaxation cost (``acq_options`` may set any of its options:
+``initialization_strategy``, ``maxiter_alternating``, ``max_discrete_values``, ...;
+``maxiter`` sets the continuous optimisations). Integers with at most
+`MAX_DISCRETE_INT_VALUES` values move by integer neighbour steps; wider ones are
+optimised relaxed and rounded, as botorch does for wide ranges. The models see rounded
+inputs either way (their rounding input transform). Linear constraints go to every
+optimiser as ``inequality_constraints``; a candidate is taken only when its exact
+rounding is feasible and new.
 """
 
 from __future__ import annotations
@@ -60,8 +59,9 @@ from typing import Any
 import torch
 from botorch.acquisition import AcquisitionFunction
 from botorch.exceptions.errors import CandidateGenerationError
-from botorch.optim import optimize_acqf
+from botorch.optim import optimize_acqf, optimize_acqf_mixed_alternating
 from botorch.optim.initializers import initialize_q_batch
+from botorch.optim.optimize_mixed import SUPPORTED_OPTIONS as ALTERNATING_OPTIONS
 from botorch.sampling import SobolQMCNormalSampler
 from torch import Tensor
 
@@ -70,7 +70,6 @@ from ..model import CachedPosterior, KernelGP, OutputModel, default_feature_chai
 from ..space.combinations import Combination, choice_combinations
 from ..space.sampling import SamplingError, sample
 from ..space.space import Space
-from .alternating import alternate
 from .acquisition import Incumbent, analytic_tick, analytic_tock, qLogCostImprovement, tock_acquisition
 from .history import History, ModelData, truncated_mean
 from .options import SMALL_MODEL_POINTS, AcquisitionOptions, ModelOptions
@@ -82,18 +81,15 @@ __all__ = ["TickTockProposer", "output_models", "proposal_threads", "MAX_ENUMERA
 NEAR_OBSERVED = 0.01
 """How far (as a fraction of the way to a Sobol point) a starting point next to an observed point lies."""
 MAX_ENUMERATED_COMBINATIONS = 10
-"""Spaces without integers and with at most this many active choice combinations have every one optimised; more
-go to botorch's alternating optimiser (the bound botorch uses between the two, ``ALTERNATING_OPTIMIZER_THRESHOLD``)."""
+"""Spaces with at most this many active choice combinations have every one optimised; more go to botorch's
+alternating optimiser (the bound botorch uses between the two, ``ALTERNATING_OPTIMIZER_THRESHOLD``)."""
 MAX_DISCRETE_INT_VALUES = 100
 """Integers with at most this many values move as integers in the alternating optimiser; wider ones are relaxed
 and rounded (botorch's ``max_discrete_values``, default 20; 100 is its bound for local search over discrete
 values, ``MAX_CARDINALITY_FOR_LOCAL_SEARCH``)."""
 MAX_ALTERNATING_STEPS = 3
-"""Discrete-then-continuous rounds of the alternating search (botorch's default, 64, is rarely reached but
+"""Discrete-then-continuous rounds of the alternating optimiser (botorch's default, 64, is rarely reached but
 each round costs a continuous optimisation); ``acq_options={"maxiter_alternating": ...}`` changes it."""
-ALTERNATING_OPTIONS = frozenset({"maxiter_alternating", "maxiter_discrete", "maxiter_continuous", "tol", "batch_limit",
-                                 "init_batch_limit", "max_discrete_values"})
-"""Keys of ``acq_options`` for the alternating search (`alternate`); the others go to ``optimize_acqf``."""
 MIN_RAW_PER_RESTART = 8
 """Each enumerated branch draws at least this many raw points per restart."""
 DEFAULT_KERNEL_OPTIONS = MappingProxyType({"lengthscale_prior": DimensionScaledLogNormal(scale_by="term")})
@@ -138,9 +134,8 @@ class TickTockProposer(BaseProposer):
         self.space, self.seed, self.options = space, seed, acquisition
         self.scale, self.device, self.dtype = models.loss_scale, models.torch_device, models.dtype
         self.models = output_models(space, models)
-        self.branches, self.alternating = _branches(space)
-        """The active choice combinations (None: too many to list), and why the alternating search runs (None:
-        each branch is optimised on its own)."""
+        self.combinations = choice_combinations(space, limit=MAX_ENUMERATED_COMBINATIONS)
+        """The branches optimised one by one; None when there are too many (the alternating optimiser's turn)."""
         bounds = space.bounds.to(dtype=self.dtype)
         self.int_values = {  # botorch's discrete_dims: every valid search value, ends equal to the bounds
             i: [bounds[0, i].item(), *torch.tensor(values[1:-1], dtype=self.dtype).tolist(), bounds[1, i].item()]
@@ -245,58 +240,46 @@ class TickTockProposer(BaseProposer):
                 "random: every optimised candidate was already asked or infeasible after rounding", None)
 
     def _maximise(self, acquisition: AcquisitionFunction, X_ok: Tensor, index: int) -> list[tuple[Tensor, float, str]]:
-        """Candidates ``(x [d], value, how)``: the end point of every local search, from every branch."""
-        branches = self.branches if self.branches is not None else [Combination({}, {})]  # the whole space as one
-        restarts, raw_samples = self._per_branch(len(branches))
-        starts, skipped = [], []
-        for branch in branches:
-            target = _OnValidPoints(acquisition, self.space) if self.alternating or branch.undetermined else acquisition
+        """Candidates ``(x [d], value, how)``: several per branch when branches are enumerated, else the
+        alternating optimiser's best."""
+        bounds = self.space.bounds.to(dtype=self.dtype, device=self.device)
+        constraints = self.space.inequality_constraints(dtype=self.dtype, device=self.device) or None
+        if self.combinations is None:
+            x, value = optimize_acqf_mixed_alternating(
+                _OnValidPoints(acquisition, self.space), bounds, discrete_dims=self.int_values,
+                cat_dims=self.space.cat_dims(), options=self._alternating_options(), raw_samples=self.options.raw_samples,
+                num_restarts=self.options.num_restarts, inequality_constraints=constraints,
+            )
+            how = f"acquisition (alternating optimiser: more than {MAX_ENUMERATED_COMBINATIONS} choice combinations)"
+            return [(x[0], float(value.reshape(-1)[0]), how)]
+        found: list[tuple[Tensor, float, str]] = []
+        skipped: list[str] = []
+        restarts, raw_samples = self._per_branch(len(self.combinations))
+        for combination in self.combinations:
+            how = "acquisition" + (f" (branch {_describe(combination)})" if combination.values else "")
+            target = _OnValidPoints(acquisition, self.space) if combination.undetermined else acquisition
+            ints = {i: self.int_values[i] for i in combination.free_ints(self.space)}
             try:
-                starts.append((branch, target, self._starting_points(target, X_ok, index, branch.fixed, restarts,
-                                                                     raw_samples)))
-            except SamplingError as exc:  # no feasible point on this branch
-                skipped.append(f"{_describe(branch)}: {exc}")
-        found = self._search_together(starts) if self.alternating else self._search_each(starts, skipped)
+                if ints:
+                    x, value = optimize_acqf_mixed_alternating(
+                        target, bounds, discrete_dims=ints, options=self._alternating_options(),
+                        raw_samples=raw_samples, num_restarts=restarts,
+                        fixed_features=combination.fixed, inequality_constraints=constraints,
+                    )
+                else:
+                    starts = self._starting_points(target, X_ok, index, combination.fixed, restarts, raw_samples)
+                    x, value = optimize_acqf(
+                        target, bounds=bounds, q=1, num_restarts=len(starts), batch_initial_conditions=starts,
+                        fixed_features=combination.fixed, inequality_constraints=constraints,
+                        options={"maxiter": 200, **self._continuous_options()}, return_best_only=False,
+                    )
+            except (SamplingError, CandidateGenerationError) as exc:  # no feasible point on this branch
+                skipped.append(f"{_describe(combination)}: {exc}")
+                continue
+            found += [(xk.reshape(-1), float(vk), how) for xk, vk in zip(x, value.reshape(-1))]
         if not found:
             raise RuntimeError(f"no branch of the space has a feasible point to optimise ({'; '.join(skipped)})")
         return found
-
-    def _search_together(self, starts: list[tuple[Combination, AcquisitionFunction, Tensor]]) -> list[tuple[Tensor, float, str]]:
-        """One alternating search (`alternate`) from the starts of every branch, choices and integers moving."""
-        if not starts:
-            return []
-        options = self._alternating_options()
-        wide = options.pop("max_discrete_values")
-        X, values = alternate(starts[0][1], torch.cat([points for _, _, points in starts])[:, 0], self._bounds(),
-                              cat_dims=self.space.cat_dims(),
-                              discrete_dims={i: v for i, v in self.int_values.items() if len(v) <= wide},
-                              inequality_constraints=self._constraints(), options=options)
-        how = f"acquisition (alternating optimiser: {self.alternating})"
-        return [(x, float(value), how) for x, value in zip(X, values)]
-
-    def _search_each(self, starts: list[tuple[Combination, AcquisitionFunction, Tensor]],
-                     skipped: list[str]) -> list[tuple[Tensor, float, str]]:
-        """Gradient ascent on each branch from its starts, its choices and what they switch off fixed."""
-        found = []
-        for branch, target, points in starts:
-            try:
-                x, value = optimize_acqf(
-                    target, bounds=self._bounds(), q=1, num_restarts=len(points), batch_initial_conditions=points,
-                    fixed_features=branch.fixed, inequality_constraints=self._constraints(),
-                    options={"maxiter": 200, **self._continuous_options()}, return_best_only=False,
-                )
-            except CandidateGenerationError as exc:
-                skipped.append(f"{_describe(branch)}: {exc}")
-                continue
-            how = "acquisition" + (f" (branch {_describe(branch)})" if branch.values else "")
-            found += [(xk.reshape(-1), float(vk), how) for xk, vk in zip(x, value.reshape(-1))]
-        return found
-
-    def _bounds(self) -> Tensor:
-        return self.space.bounds.to(dtype=self.dtype, device=self.device)
-
-    def _constraints(self) -> list | None:
-        return self.space.inequality_constraints(dtype=self.dtype, device=self.device) or None
 
     def _per_branch(self, branches: int) -> tuple[int, int]:
         """Restarts and raw samples of each of ``branches`` enumerated branches: ``num_restarts`` and ``raw_samples``
@@ -306,15 +289,19 @@ class TickTockProposer(BaseProposer):
         return restarts, max(restarts * MIN_RAW_PER_RESTART, -(-self.options.raw_samples // branches))
 
     def _alternating_options(self) -> dict[str, Any]:
-        """Options of the alternating search (`alternate`, botorch's names): its keys of ``acq_options`` over this
-        module's defaults."""
-        options = {key: value for key, value in self.options.acq_options.items() if key in ALTERNATING_OPTIONS}
+        """Options of ``optimize_acqf_mixed_alternating``: its own keys of ``acq_options`` (``maxiter`` as the
+        iterations of a continuous-relaxation start, if one is asked for) over this module's defaults."""
+        acq_options = self.options.acq_options
+        options = {key: value for key, value in acq_options.items() if key in ALTERNATING_OPTIONS}
+        if "maxiter" in acq_options:
+            options.setdefault("maxiter_init", acq_options["maxiter"])
         options.setdefault("max_discrete_values", MAX_DISCRETE_INT_VALUES)
         options.setdefault("maxiter_alternating", MAX_ALTERNATING_STEPS)
+        options.setdefault("initialization_strategy", "random")
         return options
 
     def _continuous_options(self) -> dict[str, Any]:
-        """Options of ``optimize_acqf`` (scipy's): the keys of ``acq_options`` the alternating search does not take."""
+        """Options of ``optimize_acqf`` (scipy's): the keys of ``acq_options`` the alternating optimiser does not take."""
         return {key: value for key, value in self.options.acq_options.items() if key not in ALTERNATING_OPTIONS}
 
     def _starting_points(self, acquisition: AcquisitionFunction, X_ok: Tensor, index: int, fixed: dict[int, float],
@@ -367,15 +354,6 @@ class _OnValidPoints(AcquisitionFunction):
 
     def forward(self, X: Tensor) -> Tensor:
         return self.acquisition(self.space.deactivate(X))
-
-
-def _branches(space: Space) -> tuple[list[Combination] | None, str | None]:
-    """The active choice combinations of ``space`` (None: more than `MAX_ENUMERATED_COMBINATIONS`), and why its
-    branches go to one alternating search (None: each is optimised on its own; see the module docstring)."""
-    combinations = choice_combinations(space, limit=MAX_ENUMERATED_COMBINATIONS)
-    if combinations is None:
-        return None, f"more than {MAX_ENUMERATED_COMBINATIONS} choice combinations"
-    return combinations, "integers" if space.discrete_dims() else None
 
 
 def _describe(combination: Combination) -> str:
