@@ -167,3 +167,21 @@ def test_many_choices_use_the_alternating_optimiser_and_stay_valid():
     assert_valid(space, initial + proposed)
     assert all(t.proposal.startswith("acquisition (alternating optimiser") for t in proposed), \
         [t.proposal for t in proposed]
+
+
+def test_few_branches_without_integers_are_optimised_one_by_one():
+    """A choice and scalars only: each branch gets its own gradient ascent with its choice fixed, and a batch with
+    pending points (Monte-Carlo acquisitions) reaches both branches."""
+    space = kd.Space([kd.Choice("opt", ["a", "b"]), kd.Scalar("x", 0.0, 1.0),
+                      kd.Scalar("y", 0.0, 1.0, condition=lambda c: c["opt"] == "b")])
+
+    def objective(c: dict) -> dict:
+        return {"loss": 1.0 + (c["x"] - 0.3) ** 2 + ((c["y"] - 0.6) ** 2 if c["opt"] == "b" else 0.05),
+                "cost": 1.0 + c["x"]}
+
+    study = kd.Study(space, 3.0, n_init=6, seed=0, **SETTINGS, analytic=False)
+    initial = run_batches(study, objective, [6])
+    proposed = run_batches(study, objective, [3])
+    assert_valid(space, initial + proposed)
+    assert all(t.proposal.startswith("acquisition (branch opt=") for t in proposed), [t.proposal for t in proposed]
+    assert {t.config["opt"] for t in proposed} == {"a", "b"}, [t.config for t in proposed]
