@@ -41,6 +41,10 @@ class KernelOptions:
     32768 entries above about 600 x 600 (cache-sized), on a GPU tiles of 2**24 entries
     above 4096 x 4096 (memory-sized). They are read at every evaluation, so
     ``kernel.options.tile_size = ...`` changes a built kernel.
+
+    ``fused_threshold`` steers the ``auto`` backend on the CPU: a K with at least this many entries
+    runs the fused C kernels (``"auto"``: ``FUSED_CPU_THRESHOLD``, about 256 x 256; ``0``: every
+    size, for a kernel that is evaluated often enough to repay its first compilation).
     """
 
     lengthscale_prior: Prior | DimensionScaledLogNormal | None = field(default_factory=_default_lengthscale_prior)
@@ -52,6 +56,8 @@ class KernelOptions:
     """``torch`` backend: kernel entries (pairs x batch elements) per tile; ``None``: never tile."""
     tile_threshold: int | str = AUTO
     """``torch`` backend: a K with at most this many entries is evaluated in one piece (faster there)."""
+    fused_threshold: int | str = AUTO
+    """``auto`` backend: a K with at least this many entries runs the fused C kernels on the CPU."""
 
     def lengthscale_prior_for(self, ir, term: int | None = None) -> Prior | None:
         """The lengthscale prior of one term of ``ir`` (its ``[d]`` lengthscales), or of all ``[P]`` slots."""
@@ -75,6 +81,9 @@ class KernelOptions:
         if opts.tile_threshold != AUTO and not (_is_int(opts.tile_threshold) and opts.tile_threshold >= 0):
             raise KernelError(f"tile_threshold must be a non-negative integer or {AUTO!r}, "
                               f"got {opts.tile_threshold!r}")
+        if opts.fused_threshold != AUTO and not (_is_int(opts.fused_threshold) and opts.fused_threshold >= 0):
+            raise KernelError(f"fused_threshold must be a non-negative integer or {AUTO!r}, "
+                              f"got {opts.fused_threshold!r}")
         return opts
 
 

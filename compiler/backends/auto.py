@@ -5,7 +5,7 @@ CPU and GPU keeps its state:
 
 - ``triton``: inputs on a CUDA device, and triton imports;
 - ``cpu`` (fused C kernels, ``c_kernel``): CPU inputs whose K has at least
-  ``FUSED_CPU_THRESHOLD`` entries, when a C compiler works here (checked once per
+  ``FUSED_CPU_THRESHOLD`` entries (the ``fused_threshold`` option), when a C compiler works here (checked once per
   process; without one the torch path runs, with one warning);
 - ``torch`` otherwise (and for ``last_dim_is_batch``).
 
@@ -24,6 +24,7 @@ from ..ir import KernelIR
 from ..options import KernelOptions
 from ..shapes import broadcast_shapes
 from .common import check_inputs
+from .tiling import AUTO
 from .torch_kernel import TorchKernel
 
 FUSED_CPU_THRESHOLD = 2**16
@@ -50,28 +51,45 @@ class AutoKernel(TorchKernel):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False,
                 last_dim_is_batch: bool = False, **params) -> torch.Tensor:
         if not last_dim_is_batch and self.uses_fused_path(x1, x2, diag):
-            if x1.is_cuda:
-                from .fused import fused_forward
-                from .triton_kernel import current_kernels
-
-                check_inputs(self.ir, x1, x2, diag)
-                kernels = current_kernels(self)
-                self.last_path = "triton"
-                return fused_forward(self, kernels, kernels.blocks, x1, x2, diag)
-            out = self._fused_cpu(x1, x2, diag)
+            out = self.fused(x1, x2, diag)
             if out is not None:
-                self.last_path = "cpu"
                 return out
         self.last_path = "torch"
         return super().forward(x1, x2, diag=diag, last_dim_is_batch=last_dim_is_batch, **params)
+
+    def fused(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool,
+              hyperparameters: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor | None:
+        """K (or its diagonal) from the generated fused kernels, triton on CUDA and C on the CPU; None where the C
+        kernels cannot be built here. ``hyperparameters``: `fused_hyperparameters` computed beforehand."""
+        if x1.is_cuda:
+            from .fused import fused_forward
+            from .triton_kernel import current_kernels
+
+            check_inputs(self.ir, x1, x2, diag)
+            kernels = current_kernels(self)
+            self.last_path = "triton"
+            return fused_forward(self, kernels, kernels.blocks, x1, x2, diag, hyperparameters)
+        out = self._fused_cpu(x1, x2, diag, hyperparameters)
+        if out is not None:
+            self.last_path = "cpu"
+        return out
+
+    def fused_hyperparameters(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the fused kernels read of the hyperparameters, in ``dtype`` and without gradients: the
+        lengthscales, the softmaxed weights and the outputscale (for a frozen kernel)."""
+        with torch.no_grad():
+            return self.lengthscale.to(dtype), self.sum_weights().to(dtype), self.outputscale.to(dtype)
 
     def uses_fused_path(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> bool:
         """Whether ``forward`` would try the fused kernels for these inputs (triton on CUDA, C above the size)."""
         if x1.is_cuda:
             return self._triton_available()
-        return x1.device.type == "cpu" and _cpu_unavailable is None and _entries(self, x1, x2, diag) >= FUSED_CPU_THRESHOLD
+        threshold = self.options.fused_threshold
+        threshold = FUSED_CPU_THRESHOLD if threshold == AUTO else threshold
+        return x1.device.type == "cpu" and _cpu_unavailable is None and _entries(self, x1, x2, diag) >= threshold
 
-    def _fused_cpu(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> torch.Tensor | None:
+    def _fused_cpu(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool,
+                   hyperparameters: tuple[torch.Tensor, ...] | None) -> torch.Tensor | None:
         """K from the fused C kernels; None when they cannot be built here (then once a warning)."""
         global _cpu_unavailable
         if _cpu_unavailable is not None:
@@ -92,7 +110,7 @@ class AutoKernel(TorchKernel):
                           f"(slower for large kernels): {_cpu_unavailable.splitlines()[0]}", RuntimeWarning,
                           stacklevel=4)
             return None
-        return fused_forward(self, kernels, None, x1, x2, diag)
+        return fused_forward(self, kernels, None, x1, x2, diag, hyperparameters)
 
     def _triton_available(self) -> bool:
         """Whether triton imports here; asked once per kernel (a failed import is not cheap)."""

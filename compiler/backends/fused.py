@@ -149,11 +149,14 @@ def compute_dtype(module: FlatParameterKernel, x1: torch.Tensor, x2: torch.Tenso
 
 
 def fused_forward(module: FlatParameterKernel, kernels: FusedKernels, config: Any,
-                  x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> torch.Tensor:
+                  x1: torch.Tensor, x2: torch.Tensor, diag: bool,
+                  hyperparameters: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """``module``'s kernel matrix (or diagonal) computed by the fused ``kernels``, with gpytorch batching.
 
     The kernel's batch shape is broadcast against the inputs' and flattened into ``B``.
-    Inputs must already have passed ``check_inputs``.
+    Inputs must already have passed ``check_inputs``. ``hyperparameters``: the module's
+    ``(lengthscale [*batch, P], softmaxed weights [*batch, W], outputscale [*batch])`` computed
+    beforehand (a frozen kernel's), else read from the module.
     """
     symmetric = x1 is x2 and not diag  # the diag path is cheap; no symmetric special case
     dtype = compute_dtype(module, x1, x2)
@@ -169,9 +172,12 @@ def fused_forward(module: FlatParameterKernel, kernels: FusedKernels, config: An
     ir = module.ir
     n, m, d = x1.size(-2), x2.size(-2), x1.size(-1)
     P, W, B = ir.num_lengthscales, ir.num_weights, math.prod(batch)
-    ls = module.lengthscale.to(dtype).expand(*batch, P).reshape(B, P).contiguous()
-    w = module.sum_weights().to(dtype).expand(*batch, W).reshape(B, W).contiguous()
-    scale = module.outputscale.to(dtype).expand(batch).reshape(B).contiguous()
+    if hyperparameters is None:
+        hyperparameters = (module.lengthscale, module.sum_weights(), module.outputscale)
+    lengthscale, weights, outputscale = (h.to(dtype) for h in hyperparameters)
+    ls = lengthscale.expand(*batch, P).reshape(B, P).contiguous()
+    w = weights.expand(*batch, W).reshape(B, W).contiguous()
+    scale = outputscale.expand(batch).reshape(B).contiguous()
     shape = (*batch, n) if diag else (*batch, n, m)
     if n == 0 or m == 0 or B == 0:
         return x1.new_zeros(shape, dtype=dtype)

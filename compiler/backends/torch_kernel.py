@@ -249,6 +249,15 @@ class TorchKernel(FlatParameterKernel):
         """Whether ``forward`` hands these inputs to generated fused kernels (never, here; ``auto`` overrides)."""
         return False
 
+    def fused(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool,
+              hyperparameters: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor | None:
+        """K from generated fused kernels, or None where there are none (here; ``auto`` overrides)."""
+        return None
+
+    def fused_hyperparameters(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """What `fused` reads of the hyperparameters, computed beforehand (nothing, here; ``auto`` overrides)."""
+        return ()
+
     def _dtype(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.dtype:
         return torch.promote_types(torch.promote_types(x1.dtype, x2.dtype), self.raw_lengthscale.dtype)
 
@@ -369,25 +378,34 @@ class FrozenTorchKernel:
     computed once per dtype, without gradients, so a call is the evaluation alone: what an acquisition
     optimiser needs, which evaluates a fitted kernel hundreds of times at new inputs with gradients for the
     inputs only (a fifth of a kernel call with its backward on eight features, a tenth on the 25-term MNIST
-    kernel, n = 100, quiet machine; issue 23). Inputs the kernel hands to fused
-    kernels (``uses_fused_path``) go through its ``forward``. Freeze again after changing the hyperparameters.
+    kernel, n = 100, quiet machine; issue 23). Inputs the kernel hands to fused kernels
+    (``uses_fused_path``) go to them with the hyperparameters they read prepared once as well
+    (``fused_hyperparameters``). Freeze again after changing the hyperparameters.
     """
 
     def __init__(self, kernel: TorchKernel):
         self.kernel = kernel
-        self._prepared: dict[torch.dtype, tuple[torch.Tensor, ...]] = {}
+        self._prepared: dict[tuple[bool, torch.dtype], tuple[torch.Tensor, ...]] = {}
 
     def __call__(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False) -> torch.Tensor:
         kernel = self.kernel
-        if kernel.uses_fused_path(x1, x2, diag):
-            return kernel.forward(x1, x2, diag=diag)
         check_inputs(kernel.ir, x1, x2, diag)
         dtype = kernel._dtype(x1, x2)
-        prepared = self._prepared.get(dtype)
+        if kernel.uses_fused_path(x1, x2, diag):
+            out = kernel.fused(x1, x2, diag, self._hyperparameters(True, dtype))
+            if out is not None:
+                return out
+        return kernel._evaluate_prepared(x1.to(dtype), x2.to(dtype), diag, self._hyperparameters(False, dtype))
+
+    def _hyperparameters(self, fused: bool, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """The fused kernels' or the torch path's prepared hyperparameters in ``dtype``, computed at first use."""
+        prepared = self._prepared.get((fused, dtype))
         if prepared is None:
             with torch.no_grad():
-                prepared = self._prepared[dtype] = kernel._hyperparameters(dtype)
-        return kernel._evaluate_prepared(x1.to(dtype), x2.to(dtype), diag, prepared)
+                kernel = self.kernel
+                prepared = kernel.fused_hyperparameters(dtype) if fused else kernel._hyperparameters(dtype)
+            self._prepared[fused, dtype] = prepared
+        return prepared
 
 
 def build(ir: KernelIR, batch_shape: torch.Size = torch.Size([]),

@@ -389,8 +389,9 @@ def test_auto_tiling_takes_the_device_defaults():
 
 
 @pytest.mark.parametrize("name, value", [("tile_size", 0), ("tile_size", 2.5), ("tile_size", True),
-                                         ("tile_threshold", -1), ("tile_threshold", "big")])
-def test_bad_tile_options_raise_kernel_errors(name, value):
+                                         ("tile_threshold", -1), ("tile_threshold", "big"),
+                                         ("fused_threshold", -1), ("fused_threshold", 1.5)])
+def test_bad_tile_and_fused_options_raise_kernel_errors(name, value):
     with pytest.raises(KernelError, match=name):
         KernelOptions.from_kwargs({name: value})
 

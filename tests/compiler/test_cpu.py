@@ -133,6 +133,39 @@ def test_auto_runs_the_fused_cpu_path_from_its_threshold(monkeypatch):
     assert kernel(x, diag=True).shape == (10,) and kernel.last_path == "torch"  # 10 entries
 
 
+def test_fused_threshold_zero_runs_the_fused_path_at_every_size():
+    """``fused_threshold=0`` (what a study's kernels use): even a 3 x 3 K runs the C kernels; read at every call."""
+    kernel, plain = _kernel(backend="auto", fused_threshold=0), _kernel(backend="torch")
+    plain.set_hyperparameters(kernel.get_hyperparameters())
+    x = points((), 3, len(kernel.ir.features), 3, torch.float64)
+    assert_close(kernel(x).to_dense(), plain(x).to_dense(), 1e-12, "auto at n = 3, fused_threshold=0")
+    assert kernel.last_path == "cpu"
+    kernel.options.fused_threshold = "auto"
+    kernel(x).to_dense()
+    assert kernel.last_path == "torch"
+
+
+def test_a_frozen_kernel_on_the_fused_path_matches_the_torch_path_and_keeps_its_hyperparameters():
+    """Values and input gradients of a frozen fused kernel (hyperparameters prepared once) equal the torch path's,
+    batched; changing the kernel afterwards does not change the frozen one."""
+    kernel, plain = _kernel(backend="auto", fused_threshold=0), _kernel(backend="torch")
+    plain.set_hyperparameters(kernel.get_hyperparameters())
+    d = len(kernel.ir.features)
+    frozen = kernel.frozen()
+    x1 = points((2,), 3, d, 1, torch.float64).requires_grad_(True)
+    x2 = points((2,), 5, d, 2, torch.float64)
+    value = frozen(x1, x2)
+    assert kernel.last_path == "cpu"
+    (gradient,) = torch.autograd.grad(value.square().sum(), x1)
+    x1_ = x1.detach().clone().requires_grad_(True)
+    expected = plain.forward(x1_, x2)
+    (expected_gradient,) = torch.autograd.grad(expected.square().sum(), x1_)
+    assert_close(value, expected, 1e-12, "frozen fused values")
+    assert_close(gradient, expected_gradient, 1e-10, "frozen fused input gradients")
+    kernel.set_hyperparameters({"outputscale": torch.tensor(3.0, dtype=torch.float64)})
+    assert_close(frozen(x1, x2), expected, 1e-12, "a frozen kernel keeps the hyperparameters it was frozen with")
+
+
 def test_auto_falls_back_to_torch_with_one_warning_when_nothing_compiles(tmp_path, monkeypatch):
     monkeypatch.setattr(auto, "FUSED_CPU_THRESHOLD", 1)
     monkeypatch.setattr(auto, "_cpu_unavailable", None)

@@ -83,3 +83,4 @@ def test_study_kernels_get_the_dimension_scaled_prior_of_their_terms():
     gamma = GammaPrior(3.0, 6.0)
     own = output_models(space, ModelOptions(loss_kernel=source, kernel_options={"lengthscale_prior": gamma}))
     assert own["loss"].factory.kernel().lengthscale_prior is gamma
+    assert own["loss"].factory.kernel().options.fused_threshold == 0, "the study's kernels are fused at every size"
