@@ -116,9 +116,10 @@ def output_models(space: Space, options: ModelOptions) -> dict[str, OutputModel]
 
     On the CPU the kernels run the fused C kernels at every size (``fused_threshold=0``; ``kd.compile`` keeps
     them for K of about 256 x 256 and up): a study fits its models at every proposal and evaluates them
-    thousands of times, so the first use's compilation (0.3-8 s, then cached on disk) is repaid within a few
-    proposals. At n = 100 a fit's objective with its gradient costs 18% less on one Matern term and 2.6x less
-    on the 25-term MNIST kernel, whose acquisition calls cost a third less (fifth session,
+    thousands of times, so the first use's compilation (here 0.4 s for one Matern term, 3 s for the 25-term
+    MNIST kernel; then cached on disk) is repaid within a few proposals. At n = 100 the fits' objective with
+    its gradient costs 21% less on one Matern term and 2.25x less on the MNIST kernels, an acquisition
+    evaluation 25% less on the MNIST and digits kernels and the same on one term (fifth session,
     benchmarks/RESULTS.md). Without a C compiler the torch path runs, with one warning."""
     chain = options.feature_chain if options.feature_chain is not None else default_feature_chain(space)
     rounding = space.rounding_transform(method="approximate")
