@@ -18,8 +18,9 @@ intermediate form:
   rows over OpenMP threads, columns in SIMD loops, memory of K and its gradient only;
 * ``triton``: generated fused GPU kernels (forward and backward) for the expression;
 * ``auto`` (the default): ``triton`` on CUDA inputs when triton is installed; on the CPU
-  ``cpu`` for kernel matrices of at least 2**16 entries when a C compiler works, ``torch``
-  below that.
+  ``cpu`` for kernel matrices of at least 2**16 entries (``fused_threshold``) when a C compiler
+  works, ``torch`` below that. A ``kd.Study``'s kernels run ``cpu`` at every size
+  (``fused_threshold=0``): it evaluates them often enough to repay the first compilation.
 
 Every backend keeps gpytorch's ``Kernel`` conventions (raw ``hyperparameters()``,
 ``batch_shape``, indexing, ``expand_batch``), so models and code do not change with the
@@ -129,8 +130,9 @@ fig
 # Other knobs: ``kd.compile(..., tile_size=..., tile_threshold=...)`` (the ``torch``
 # backend's tiles; ``"auto"`` by default, ``tile_size=None`` never tiles), ``dtype``
 # float32 where its precision suffices, ``torch.set_num_threads`` (the ``cpu`` backend's
-# OpenMP threads), and ``kerneldsl cv --backend cpu`` to fit small cross-validation cells on
-# the fused kernels (``auto`` takes the torch path below 2**16 entries).
+# OpenMP threads), ``kd.compile(..., fused_threshold=0)`` (``auto`` on the fused C kernels at every
+# size, as a study's kernels are), and ``kerneldsl cv --backend cpu`` to fit small cross-validation
+# cells on the fused kernels (``auto`` takes the torch path below 2**16 entries).
 #
 # On a GPU
 # --------
