@@ -5,8 +5,9 @@ CPU and GPU keeps its state:
 
 - ``triton``: inputs on a CUDA device, and triton imports;
 - ``cpu`` (fused C kernels, ``c_kernel``): CPU inputs whose K has at least
-  ``FUSED_CPU_THRESHOLD`` entries (the ``fused_threshold`` option), when a C compiler works here (checked once per
-  process; without one the torch path runs, with one warning);
+  ``FUSED_CPU_THRESHOLD`` entries (or the kernel's ``fused_threshold`` option), when a C
+  compiler works here (checked once per process; without one the torch path runs, with one
+  warning);
 - ``torch`` otherwise (and for ``last_dim_is_batch``).
 
 ``last_path`` records which path the latest forward took (tests and benchmarks check it).
