@@ -52,6 +52,7 @@ class AutoKernel(TorchKernel):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool = False,
                 last_dim_is_batch: bool = False, **params) -> torch.Tensor:
         if not last_dim_is_batch and self.uses_fused_path(x1, x2, diag):
+            check_inputs(self.ir, x1, x2, diag)
             out = self.fused(x1, x2, diag)
             if out is not None:
                 return out
@@ -61,12 +62,12 @@ class AutoKernel(TorchKernel):
     def fused(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool,
               hyperparameters: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor | None:
         """K (or its diagonal) from the generated fused kernels, triton on CUDA and C on the CPU; None where the C
-        kernels cannot be built here. ``hyperparameters``: `fused_hyperparameters` computed beforehand."""
+        kernels cannot be built here. Inputs must already have passed ``check_inputs`` (``forward`` and a frozen
+        kernel check them once). ``hyperparameters``: `fused_hyperparameters` computed beforehand."""
         if x1.is_cuda:
             from .fused import fused_forward
             from .triton_kernel import current_kernels
 
-            check_inputs(self.ir, x1, x2, diag)
             kernels = current_kernels(self)
             self.last_path = "triton"
             return fused_forward(self, kernels, kernels.blocks, x1, x2, diag, hyperparameters)
@@ -98,7 +99,6 @@ class AutoKernel(TorchKernel):
         from .c_kernel import compiled_kernels
         from .fused import FUSED_DTYPES, compute_dtype, fused_forward
 
-        check_inputs(self.ir, x1, x2, diag)
         kernels = compiled_kernels(self.ir)
         dtype = compute_dtype(self, x1, x2)
         if dtype not in FUSED_DTYPES:
@@ -109,7 +109,7 @@ class AutoKernel(TorchKernel):
             _cpu_unavailable = err.message
             warnings.warn(f"kerneldsl: the fused CPU kernels are off in this process, the torch path runs instead "
                           f"(slower for large kernels): {_cpu_unavailable.splitlines()[0]}", RuntimeWarning,
-                          stacklevel=4)
+                          stacklevel=5)  # past _fused_cpu, fused, forward and gpytorch's __call__
             return None
         return fused_forward(self, kernels, None, x1, x2, diag, hyperparameters)
 
