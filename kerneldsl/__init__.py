@@ -27,7 +27,7 @@ from .model import KernelGP, default_feature_chain
 from .space import (Add, Chain, Choice, ConfigError, FeatureTransform, Int, LinearConstraint, Log, Mean, Multiply,
                     OneHot, PassThrough, RelativeToMean, SamplingError, Scalar, Space, SpaceError, Subtract,
                     initial_design, sample)
-from .model import fit_map
+from .fitting import fit_map
 from .evaluation.structure import plot_structure
 from .tasks import SurrogateTask
 

@@ -205,7 +205,8 @@ def _fit(args: argparse.Namespace) -> int:
 
     from .evaluation.cv import CrossValidationError
     from .evaluation.structure import plot_structure
-    from .model import KernelGP, fit_map
+    from .fitting import fit_map
+    from .model import KernelGP
 
     _threads(args.threads)
     source = _read_source(args.kernel, "kernel file ")

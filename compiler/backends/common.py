@@ -25,6 +25,11 @@ class HyperparameterMixin:
 
     ir: KernelIR
 
+    stationary = True
+    """Every kernel of the language is stationary: its terms are functions of scaled distances between the
+    inputs, combined by sums and products whose weights do not depend on the inputs, so ``k(x, x)`` is one
+    value at every ``x`` (a posterior computes it once)."""
+
     # --- what a backend implements -------------------------------------------------
     def _flat_values(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(outputscale [*b], lengthscale [*b, P], weight_logits [*b, W]), constrained."""

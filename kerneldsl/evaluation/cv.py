@@ -35,7 +35,8 @@ from botorch.models.model import Model
 from botorch.models.transforms.input import InputTransform
 from torch import Tensor
 
-from ..model import KernelGP, fit_map
+from ..fitting import fit_map
+from ..model import KernelGP
 
 ModelFactory = Callable[[Tensor, Tensor], Model]
 """``(train_X [*b, n, d], train_Y [*b, n, 1]) -> model`` with batch shape ``b`` (a botorch class fits)."""
@@ -196,7 +197,7 @@ def loo_cv(
     (default: all). ``fit=False`` skips fitting (the factory's
     hyperparameters are used as they are). ``fit_kwargs`` go to ``fit_gpytorch_mll``;
     ``restarts`` refits each fold from that many draws from the priors and keeps its best
-    maximum a posteriori (``kerneldsl.model.fit_map``); ``progress(done, n)`` is called after each chunk.
+    maximum a posteriori (``kerneldsl.fitting.fit_map``); ``progress(done, n)`` is called after each chunk.
     """
     X, Y = _check_data(X, Y)
     indices = _held_out(held_out, X.shape[0])

@@ -12,12 +12,13 @@ current constraint mechanism asks.
   the best feasible loss" and cost <= max_cost (see its docstring).
 
 When no point is pending and some observed point is within budget, each has a closed form
-(`analytic_tock`, `analytic_tick`): botorch's ``LogConstrainedExpectedImprovement`` (log EI of
-one output plus the log probability of the others' bounds, outputs independent, as the two
-models are), with the incumbent fixed at its posterior mean instead of drawn per sample. This is
-the acquisition Optuna's ``GPSampler`` uses for constrained problems (log EI times the
-probability of feasibility, Gardner et al. 2014); an evaluation needs the posterior mean and
-variance at the candidate only, not a joint sample with the reference points.
+(`analytic_tock`, `analytic_tick`): `LogEIWithinBounds`, the value of botorch's
+``LogConstrainedExpectedImprovement`` (log EI of one output plus the log probability of the
+others' bounds, outputs independent, as the two models are), with the incumbent fixed at its
+posterior mean instead of drawn per sample. This is the acquisition Optuna's ``GPSampler`` uses
+for constrained problems (log EI times the probability of feasibility, Gardner et al. 2014); an
+evaluation needs the posterior mean and variance at the candidate only, not a joint sample with
+the reference points.
 """
 
 from __future__ import annotations
@@ -27,11 +28,10 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-from botorch.acquisition.analytic import AnalyticAcquisitionFunction, LogConstrainedExpectedImprovement
-from botorch.acquisition.analytic import LogExpectedImprovement
+from botorch.acquisition.acquisition import AcquisitionFunction
 from botorch.acquisition.logei import TAU_MAX, TAU_RELU, LogImprovementMCAcquisitionFunction
 from botorch.acquisition.logei import qLogNoisyExpectedImprovement
-from botorch.acquisition.objective import GenericMCObjective, ScalarizedPosteriorTransform
+from botorch.acquisition.objective import GenericMCObjective
 from botorch.acquisition.utils import prune_inferior_points
 from botorch.exceptions.warnings import BotorchWarning
 from botorch.models.model import Model
@@ -41,8 +41,11 @@ from botorch.utils.safe_math import log_fatplus, log_softplus
 from botorch.utils.transforms import match_batch_shape
 from torch import Tensor
 
+from ..model import CachedPosterior
+from .log_ei import log_h, log_Phi
+
 __all__ = ["LOSS", "COST", "qLogCostImprovement", "tock_acquisition", "cost_constraint", "possible_incumbents",
-           "PRUNE_SAMPLES", "PRUNE_REFERENCE_ABOVE", "Incumbent", "analytic_tock", "analytic_tick"]
+           "PRUNE_SAMPLES", "PRUNE_REFERENCE_ABOVE", "Incumbent", "LogEIWithinBounds", "analytic_tock", "analytic_tick"]
 
 LOSS, COST = 0, 1  # output columns of the model: log loss, log cost
 
@@ -100,24 +103,59 @@ class Incumbent:
         return cls(X_reference[best], float(mean[best, LOSS]), float(mean[best, COST]))
 
 
-def analytic_tock(model: Model, incumbent: Incumbent, max_cost: float) -> AnalyticAcquisitionFunction:
+class LogEIWithinBounds(AcquisitionFunction):
+    """``log EI`` of output ``objective`` below ``best_f`` plus, for each output ``j`` in ``upper``, the log
+    probability that it is at most ``upper[j]``: botorch's ``LogConstrainedExpectedImprovement`` with
+    ``maximize=False`` and upper bounds only, for one point per batch (``X [b, 1, d] -> [b]``, or ``[1, d] ->
+    [1]``), on a model whose outputs are independent.
+
+    It reads the posterior mean and variance straight from a `kerneldsl.model.CachedPosterior`
+    (``point_moments``; any other model through its ``posterior``) and computes the normal tail functions
+    with closed-form derivatives (`kerneldsl.loop.log_ei`): without botorch's batch-shape decorators,
+    posterior object and helper graph, an evaluation with its gradient at 8 points took 1.37 ms instead of
+    1.94 (eight features, n = 40; issue 23). Variances are clamped at 1e-12, as botorch does.
+    """
+
+    def __init__(self, model: Model, best_f: float, objective: int, upper: dict[int, float]):
+        super().__init__(model=model)
+        self.best_f, self.objective = best_f, objective
+        self.bounded = list(upper)
+        self.register_buffer("upper", torch.tensor(list(upper.values()), dtype=torch.float64))
+
+    def forward(self, X: Tensor) -> Tensor:
+        if X.dim() == 2:
+            X = X.unsqueeze(0)
+        if X.shape[-2] != 1:
+            raise ValueError(f"LogEIWithinBounds takes one point per batch ([b, 1, d]), got shape {tuple(X.shape)}")
+        if isinstance(self.model, CachedPosterior):
+            mean, variance = self.model.point_moments(X)
+        else:
+            posterior = self.model.posterior(X)
+            mean, variance = posterior.mean.squeeze(-2), posterior.variance.squeeze(-2)
+        sigma = variance.clamp_min(1e-12).sqrt()
+        k = self.objective
+        value = log_h((self.best_f - mean[..., k]) / sigma[..., k]) + sigma[..., k].log()
+        if self.bounded:
+            bounds = self.upper.to(mean)
+            z = (bounds - mean[..., self.bounded]) / sigma[..., self.bounded]
+            value = value + log_Phi(z).sum(-1)
+        return value
+
+
+def analytic_tock(model: Model, incumbent: Incumbent, max_cost: float) -> LogEIWithinBounds:
     """Tock in closed form: log EI of the loss below the incumbent's posterior mean loss, plus the log
     probability that cost <= max_cost (none for an infinite budget). For ``b x 1 x d`` candidates, no pending
     points."""
-    if math.isinf(max_cost):
-        loss_only = ScalarizedPosteriorTransform(weights=torch.tensor([1.0, 0.0]).to(incumbent.x))
-        return LogExpectedImprovement(model, incumbent.loss, posterior_transform=loss_only, maximize=False)
-    return LogConstrainedExpectedImprovement(model, incumbent.loss, objective_index=LOSS,
-                                             constraints={COST: (None, math.log(max_cost))}, maximize=False)
+    upper = {} if math.isinf(max_cost) else {COST: math.log(max_cost)}
+    return LogEIWithinBounds(model, incumbent.loss, objective=LOSS, upper=upper)
 
 
-def analytic_tick(model: Model, incumbent: Incumbent, max_cost: float) -> AnalyticAcquisitionFunction:
+def analytic_tick(model: Model, incumbent: Incumbent, max_cost: float) -> LogEIWithinBounds:
     """Tick in closed form: log EI of the log cost below the incumbent's (or the budget's, if lower), plus the
     log probability that the loss is no worse than the incumbent's posterior mean loss. An improvement is
     within budget by construction."""
     best_f = min(incumbent.log_cost, math.log(max_cost)) if not math.isinf(max_cost) else incumbent.log_cost
-    return LogConstrainedExpectedImprovement(model, best_f, objective_index=COST,
-                                             constraints={LOSS: (None, incumbent.loss)}, maximize=False)
+    return LogEIWithinBounds(model, best_f, objective=COST, upper={LOSS: incumbent.loss})
 
 
 PRUNE_SAMPLES = 2048

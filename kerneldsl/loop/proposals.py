@@ -66,7 +66,8 @@ from botorch.sampling import SobolQMCNormalSampler
 from torch import Tensor
 
 from ..compiler.priors import DimensionScaledLogNormal
-from ..model import CachedPosterior, KernelGP, OutputModel, default_feature_chain
+from ..fitting import OutputModel
+from ..model import CachedPosterior, KernelGP, default_feature_chain
 from ..space.combinations import Combination, choice_combinations
 from ..space.sampling import SamplingError, sample
 from ..space.space import Space

@@ -3,7 +3,7 @@
 import torch
 
 import kerneldsl as kd
-from kerneldsl.model import _map_objective, fit_map
+from kerneldsl.fitting import fit_map, map_objective
 from botorch.models import SingleTaskGP
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
@@ -31,5 +31,5 @@ def test_restarts_never_lower_the_objective_of_any_batch_element():
     assert plain.shape == restarted.shape == torch.Size([2])
     assert (restarted >= plain - 1e-6).all()
     # the kept parameters are the ones the returned objective was computed with
-    again = _map_objective(ExactMarginalLogLikelihood(restarted_model.likelihood, restarted_model))
+    again = map_objective(ExactMarginalLogLikelihood(restarted_model.likelihood, restarted_model))
     assert torch.allclose(again, restarted, atol=1e-8)

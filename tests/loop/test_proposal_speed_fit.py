@@ -11,7 +11,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 import kerneldsl as kd
 from kerneldsl.loop.options import ModelOptions
 from kerneldsl.loop.proposals import output_models
-from kerneldsl.model import dense_mll_closure
+from kerneldsl.fitting import dense_mll_closure
 
 
 def test_value_and_gradients_equal_gpytorchs():
