@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ import torch
 from botorch.exceptions.errors import ModelFittingError
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
+from botorch.optim.batched_lbfgs_b import fmin_l_bfgs_b_batched
 from botorch.optim.closures import NdarrayOptimizationClosure
 from botorch.optim.utils import get_parameters_and_bounds
 from botorch.optim.utils.numpy_utils import get_bounds_as_ndarray
@@ -38,10 +39,12 @@ from linear_operator.utils.errors import NotPSDError
 from scipy.optimize import minimize
 from torch import Tensor
 
+from .compiler.backends.common import HyperparameterMixin, check_inputs
+from .compiler.errors import KernelError
 from .model import KernelGP
 
-__all__ = ["FIT_NATS", "OutputModel", "DenseMLL", "dense_mll_closure", "fit_dense", "fit_map", "map_objective",
-           "log_density"]
+__all__ = ["FIT_NATS", "OutputModel", "fit_together", "DenseMLL", "SharedKernelMLL", "dense_mll_closure", "fit_dense",
+           "fit_dense_together", "fit_map", "map_objective", "log_density"]
 
 FIT_NATS = 1e-4
 """An output model's fit stops once an L-BFGS step gains less than about this many nats of log marginal
@@ -63,15 +66,25 @@ class OutputModel:
     _state: dict | None = None  # previous fit's hyperparameters
     last_fit_error: str | None = None
 
-    def fit(self, X: Tensor, y: Tensor) -> SingleTaskGP:
-        """Fit a GP to ``X`` [n, d] (search space) and ``y`` [n] (modelled output), warm-started from the last fit."""
+    def prepared(self, X: Tensor, y: Tensor) -> SingleTaskGP:
+        """An unfitted GP of ``y`` [n] (modelled output) on ``X`` [n, d] (search space) at the last fit's
+        hyperparameters (the prior's before the first fit)."""
         model = self.factory(X, y.unsqueeze(-1))
         if self._state is not None:
             for part, state in self._state.items():
                 getattr(model, part).load_state_dict(state)
+        return model
+
+    def options(self, n: int) -> dict[str, Any]:
+        """scipy's L-BFGS-B options of a fit to ``n`` points (`FIT_NATS` over ``fit_options``)."""
+        return {"ftol": FIT_NATS / n, **self.fit_options}
+
+    def fit(self, X: Tensor, y: Tensor) -> SingleTaskGP:
+        """Fit a GP to ``X`` [n, d] (search space) and ``y`` [n] (modelled output), warm-started from the last fit."""
+        model = self.prepared(X, y)
         mll = ExactMarginalLogLikelihood(model.likelihood, model)
         self.last_fit_error = None
-        options = {"ftol": FIT_NATS / len(y), **self.fit_options}
+        options = self.options(len(y))
         try:
             if not fit_dense(mll, options):
                 fit_gpytorch_mll(mll, closure=dense_mll_closure(mll), optimizer_kwargs={"options": options})
@@ -79,10 +92,29 @@ class OutputModel:
             # Keep the loop alive: use the warm-started (or prior) hyperparameters and say so.
             self.last_fit_error = f"{self.name} model fit failed, using previous hyperparameters: {exc}"
             warnings.warn(self.last_fit_error, RuntimeWarning, stacklevel=2)
+        self.keep(model)
+        return model
+
+    def keep(self, model: SingleTaskGP) -> None:
+        """Put fitted ``model`` in eval mode and remember its hyperparameters for the next fit's warm start."""
         model.eval()
         self._state = {part: {k: v.detach().clone() for k, v in getattr(model, part).state_dict().items()}
                        for part in ("covar_module", "mean_module", "likelihood")}
-        return model
+
+
+def fit_together(outputs: Sequence[OutputModel], X: Tensor, ys: Sequence[Tensor]) -> list[SingleTaskGP]:
+    """Each of ``outputs`` fitted to its ``ys[i]`` [n] on the same ``X`` [n, d], warm-started as `OutputModel.fit`
+    does: together by `fit_dense_together` where they share a kernel (the loss and cost models of a study
+    that gives neither its own kernel), else one by one."""
+    models = [output.prepared(X, y) for output, y in zip(outputs, ys)]
+    options = [output.options(len(X)) for output in outputs]
+    mlls = [ExactMarginalLogLikelihood(model.likelihood, model) for model in models]
+    if all(o == options[0] for o in options) and fit_dense_together(mlls, options[0]):
+        for output, model in zip(outputs, models):
+            output.last_fit_error = None
+            output.keep(model)
+        return models
+    return [output.fit(X, y) for output, y in zip(outputs, ys)]
 
 
 class DenseMLL:
@@ -204,6 +236,140 @@ def fit_dense(mll: ExactMarginalLogLikelihood, options: Mapping[str, Any] | None
     problem.state = result.x
     mll.eval()
     return True
+
+
+class SharedKernelMLL:
+    """The `DenseMLL` of several models with one kernel IR and the same training inputs, evaluated together:
+    every ``K`` from one fused kernel call (the models' hyperparameters as its batch), the Cholesky factors and
+    closed-form gradients batched. Each model's loss and gradient are those of its own `DenseMLL`; the fixed
+    cost of a call, most of it on small models, is paid once. Build it with `SharedKernelMLL.of`."""
+
+    def __init__(self, closures: list[DenseMLL]):
+        self.closures = closures
+        first = closures[0]
+        self.X, self.n = first.X, first.n
+        self.kernels = [closure.model.covar_module for closure in closures]
+        self.y = torch.stack([closure.y for closure in closures])  # [k, n]
+        self.constant = first.constant
+
+    @classmethod
+    def of(cls, mlls: Sequence[ExactMarginalLogLikelihood]) -> "SharedKernelMLL | None":
+        """None unless every model has a `DenseMLL` and a kernel-language kernel with fused kernels (``fused``)
+        of one IR, and the transformed training inputs are equal."""
+        closures = [dense_mll_closure(mll) for mll in mlls]
+        if len(closures) < 2 or any(closure is None for closure in closures):
+            return None
+        first = closures[0]
+        for closure in closures:
+            kernel = closure.model.covar_module
+            if (not isinstance(kernel, HyperparameterMixin) or not hasattr(kernel, "fused")
+                    or kernel.raw_outputscale.dim() != 0 or kernel.ir != first.model.covar_module.ir
+                    or not torch.equal(closure.X, first.X)):
+                return None
+        try:
+            check_inputs(first.model.covar_module.ir, first.X, first.X)  # what a kernel's forward checks first
+        except KernelError:
+            return None
+        return cls(closures)
+
+    def _K(self) -> Tensor:
+        """Every model's ``K`` at the training inputs, ``[k, n, n]``, with gradients for the hyperparameters."""
+        first, k = self.kernels[0], len(self.kernels)
+        X = self.X.expand(k, *self.X.shape)  # x1 is x2: the symmetric kernels
+        if first.uses_fused_path(X, X, False):
+            hyperparameters = tuple(torch.stack(group) for group in zip(
+                *((kernel.lengthscale, kernel.sum_weights(), kernel.outputscale) for kernel in self.kernels)))
+            K = first.fused(X, X, False, hyperparameters)
+            if K is not None:
+                return K
+        return torch.stack([kernel.forward(self.X, self.X) for kernel in self.kernels])
+
+    def __call__(self) -> tuple[Tensor, list[tuple[Tensor | None, ...]]]:
+        """Every model's loss ``[k]`` and its gradients (as `DenseMLL` returns them)."""
+        n = self.n
+        K = self._K()
+        noise = torch.stack([c.model.likelihood.noise.reshape(-1).expand(n) for c in self.closures])  # [k, n]
+        mean = torch.stack([c.model.mean_module(self.X) for c in self.closures])
+        with torch.no_grad():
+            L = psd_safe_cholesky(K + torch.diag_embed(noise))
+            residual = (self.y - mean).unsqueeze(-1)
+            alpha = torch.cholesky_solve(residual, L)
+            fit = 0.5 * (residual * alpha).sum((-1, -2)) + L.diagonal(dim1=-2, dim2=-1).log().sum(-1) + self.constant
+            G = 0.5 * (torch.cholesky_inverse(L) - alpha @ alpha.mT)
+        log_prior = torch.stack([sum((density(closure(module)).sum() for module, density, closure in c.priors),
+                                     K.new_zeros(())) for c in self.closures])
+        surrogate = ((G * K).sum((-1, -2)) + (G.diagonal(dim1=-2, dim2=-1) * noise).sum(-1)
+                     - (alpha.squeeze(-1) * mean).sum(-1) - log_prior).sum() / n
+        parameters = [c.parameters for c in self.closures]
+        gradients = torch.autograd.grad(surrogate, [p for group in parameters for p in group], allow_unused=True)
+        split, start = [], 0
+        for group in parameters:
+            split.append(gradients[start:start + len(group)])
+            start += len(group)
+        return (fit - log_prior.detach()) / n, split
+
+
+_BATCHED_OPTIONS = {"ftol": "ftol", "gtol": "pgtol", "maxiter": "maxiter", "maxcor": "maxcor", "maxls": "maxls"}
+"""scipy's L-BFGS-B options (``minimize``'s names) and their names in botorch's batched L-BFGS-B."""
+
+
+def fit_dense_together(mlls: Sequence[ExactMarginalLogLikelihood], options: Mapping[str, Any] | None = None) -> bool:
+    """Fit models that share a kernel and training inputs (`SharedKernelMLL`) from their current parameters,
+    each by its own L-BFGS-B (botorch's batched ``fmin_l_bfgs_b_batched``, the same iterations as scipy's on
+    each alone, with the bounds of their constraints) on one batched objective; True when all finished
+    (converged or out of iterations), with the models in eval mode.
+
+    False, with every parameter put back, where they cannot be fitted together (no `SharedKernelMLL`, options
+    the batched optimiser does not take) or a fit failed: the caller fits them one by one.
+    """
+    options = dict(options or {})
+    if any(key not in _BATCHED_OPTIONS for key in options):
+        return False
+    joint = SharedKernelMLL.of(mlls)
+    if joint is None:
+        return False
+    problems, bounds = [], []
+    for mll, closure in zip(mlls, joint.closures):
+        parameters, parameter_bounds = get_parameters_and_bounds(mll, requires_grad=True)
+        problems.append(NdarrayOptimizationClosure(closure, parameters))
+        bounds.append(get_bounds_as_ndarray(parameters, parameter_bounds))
+    sizes = {problem.state.size for problem in problems}
+    if len(sizes) != 1 or any((b is None) != (bounds[0] is None) for b in bounds) or (
+            bounds[0] is not None and any(not np.array_equal(b, bounds[0]) for b in bounds)):
+        return False
+    starts = [problem.state for problem in problems]
+
+    def objective(x: np.ndarray, batch_indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        for row, i in zip(x, batch_indices):
+            problems[i].state = row
+        values, gradients = joint()
+        flat = [_flat_gradient(gradients[i], problems[i]) for i in batch_indices]
+        return values.detach()[batch_indices].cpu().numpy(), np.stack(flat)
+
+    settings = {_BATCHED_OPTIONS[key]: value for key, value in options.items()}
+    if "ftol" in settings:
+        settings["factr"] = None
+    try:
+        xs, fs, results = fmin_l_bfgs_b_batched(
+            objective, np.stack(starts), bounds=None if bounds[0] is None else [tuple(b) for b in bounds[0]],
+            pass_batch_indices=True, **settings)
+    except NotPSDError:
+        results = None
+    if results is None or any(result.status not in (0, 1) for result in results) or not np.isfinite(fs).all():
+        for problem, start in zip(problems, starts):
+            problem.state = start
+        return False
+    for problem, x in zip(problems, xs):
+        problem.state = x
+    for mll in mlls:
+        mll.eval()
+    return True
+
+
+def _flat_gradient(gradients: Sequence[Tensor | None], problem: NdarrayOptimizationClosure) -> np.ndarray:
+    """One model's gradients as the flat vector of its parameters (zeros for an unused one)."""
+    return np.concatenate([np.zeros(p.numel()) if g is None else g.detach().reshape(-1).cpu().numpy()
+                           for g, p in zip(gradients, problem.parameters.values())])
 
 
 def fit_map(model: SingleTaskGP, restarts: int = 0, fit_kwargs: Mapping[str, Any] | None = None,

@@ -39,6 +39,7 @@ from torch import Tensor
 
 from .api import build
 from .compiler.backends.common import HyperparameterMixin
+from .compiler.backends.torch_kernel import stack_frozen
 from .compiler.errors import KernelError
 from .compiler.lower import compile_ir
 from .compiler.shapes import broadcast_shapes
@@ -280,6 +281,53 @@ class _FittedOutput:
         return (self.shift + self.scale * mean).reshape(batch), (self.scale ** 2 * variance).reshape(batch)
 
 
+@dataclass(frozen=True)
+class _SharedKernelOutputs:
+    """Fitted outputs with one kernel IR, equal transformed training inputs and constant means (the loss and
+    cost models of a study that gives neither its own kernel): their means and variances at one point per
+    batch from one stacked kernel call (`compiler.backends.torch_kernel.FrozenStack`) and batched algebra, the
+    same numbers as each output's `_FittedOutput.point_moments`. Outputs are the leading dimension ``k``."""
+
+    kernel: Callable[[Tensor, Tensor], Tensor]
+    train_X: Tensor  # [n, d']
+    L_inverse_T: Tensor  # [k, n, n]
+    alpha: Tensor  # [k, n, 1]
+    constant: Tensor  # [k, 1]
+    prior_variance: Tensor  # [k, 1]
+    shift: Tensor  # [k, 1]
+    scale: Tensor  # [k, 1]
+
+    @classmethod
+    def of(cls, outputs: Sequence[_FittedOutput]) -> "_SharedKernelOutputs | None":
+        """The outputs together, or None where they do not share a kernel IR and training inputs."""
+        first = outputs[0]
+        if len(outputs) < 2 or any(o.prior_variance is None or not isinstance(o.model.mean_module, ConstantMean)
+                                   or not torch.equal(o.train_X, first.train_X) for o in outputs):
+            return None
+        kernel = stack_frozen([o.kernel for o in outputs])
+        if kernel is None:
+            return None
+
+        def column(values: Sequence[Tensor]) -> Tensor:
+            return torch.stack([v.reshape(()) for v in values]).unsqueeze(-1)
+
+        return cls(kernel, first.train_X, torch.stack([o.L_inverse.mT for o in outputs]),
+                   torch.stack([o.alpha for o in outputs]).unsqueeze(-1),
+                   column([o.model.mean_module.constant.detach() for o in outputs]),
+                   column([o.prior_variance for o in outputs]), column([o.shift for o in outputs]),
+                   column([o.scale for o in outputs]))
+
+    def point_moments(self, X: Tensor) -> tuple[Tensor, Tensor]:
+        """Means and variances ``[..., k]`` at transformed inputs ``X [..., 1, d']``."""
+        rows = X.reshape(-1, X.shape[-1])
+        cross = self.kernel(rows, self.train_X)  # [k, b, n]
+        mean = self.constant + (cross @ self.alpha).squeeze(-1)
+        variance = self.prior_variance - (cross @ self.L_inverse_T).square().sum(-1)
+        batch = (*X.shape[:-2], -1)
+        return ((self.shift + self.scale * mean).mT.reshape(batch),
+                (self.scale.square() * variance).mT.reshape(batch))
+
+
 class CachedPosterior(Model):
     """Fitted ``SingleTaskGP`` models (one per output, as in ``ModelListGP``) whose joint posterior is computed
     with dense torch algebra from a Cholesky factor cached once.
@@ -309,6 +357,10 @@ class CachedPosterior(Model):
         self._fallback = (ModelListGP(*models),)  # a tuple: not a submodule either
         self._same_inputs = tuple(_first_equal_transform(models, i) for i in range(len(models)))
         """For each output, the first output with an equal input transform (whose transformed inputs it reuses)."""
+        self._shared = None
+        if not any(self._same_inputs):  # one input transform for all
+            with torch.no_grad():
+                self._shared = _SharedKernelOutputs.of(self._outputs)
 
     def _transformed(self, X: Tensor) -> list[Tensor]:
         """Each output's transformed inputs, each distinct input transform applied once."""
@@ -332,6 +384,8 @@ class CachedPosterior(Model):
     def point_moments(self, X: Tensor) -> tuple[Tensor, Tensor]:
         """Every output's posterior mean and variance ``[..., m]`` at one point per batch, ``X [..., 1, d]``: what
         the analytic acquisitions read, without building a posterior object."""
+        if self._shared is not None:
+            return self._shared.point_moments(self._outputs[0].model.transform_inputs(X))
         parts = [output.point_moments(inputs) for output, inputs in zip(self._outputs, self._transformed(X))]
         return torch.stack([mean for mean, _ in parts], dim=-1), torch.stack([variance for _, variance in parts], dim=-1)
 

@@ -125,7 +125,7 @@ class AutoKernel(TorchKernel):
 def _entries(module: TorchKernel, x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> int:
     """Entries of the kernel matrix (or diagonal) that this forward computes."""
     try:
-        batch = broadcast_shapes(module.batch_shape, x1.shape[:-2], x2.shape[:-2])
+        batch = broadcast_shapes(module.raw_outputscale.shape, x1.shape[:-2], x2.shape[:-2])  # the kernel's batch
     except RuntimeError:
         return 0  # the torch path raises the clear error
     return math.prod(batch) * x1.shape[-2] * (1 if diag else x2.shape[-2])

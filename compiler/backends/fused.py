@@ -60,7 +60,7 @@ class FusedKernels:
     def __init__(self, ir: KernelIR, generated: GeneratedSource):
         self.ir = ir
         self.generated = generated
-        self._used: dict[str, torch.Tensor] = {}
+        self._used: dict[torch.device, torch.Tensor] = {}
 
     @property
     def source(self) -> str:
@@ -74,10 +74,10 @@ class FusedKernels:
 
     def used_features(self, device: torch.device) -> torch.Tensor:
         """Column indices of the features the kernel uses, on ``device`` (copied there once)."""
-        key = str(device)
-        if key not in self._used:
-            self._used[key] = torch.tensor(self.generated.used_features, dtype=torch.long, device=device)
-        return self._used[key]
+        used = self._used.get(device)
+        if used is None:
+            used = self._used[device] = torch.tensor(self.generated.used_features, dtype=torch.long, device=device)
+        return used
 
     def split_gradients(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Summed parameter gradients ``[B, P + W + 1]`` -> (lengthscales [B, P], weights [B, W], outputscale [B])."""
@@ -131,11 +131,12 @@ class FusedKernelFunction(torch.autograd.Function):
         else:
             g_ls, g_w, g_s, gx1, gx2 = kernels.backward(grad, x1, x2_, lengthscale, weights, scale,
                                                         ctx.symmetric, with_x, config)
+        needs = ctx.needs_input_grad  # the scatters only for inputs that want their gradient
         if with_x:
             used = kernels.used_features(x1.device)
             d = x1.size(-1)
-            gx1 = _scatter_features(gx1, used, d)
-            gx2 = _scatter_features(gx2, used, d) if gx2 is not None else None
+            gx1 = _scatter_features(gx1, used, d) if needs[3] else None
+            gx2 = _scatter_features(gx2, used, d) if gx2 is not None and needs[4] else None
         return None, None, None, gx1, gx2, g_ls, g_w, g_s
 
 
@@ -165,9 +166,9 @@ def fused_forward(module: FlatParameterKernel, kernels: FusedKernels, config: An
     if x1.device != x2.device:
         raise KernelError(f"x1 and x2 must be on one device, got {x1.device} and {x2.device}")
     try:
-        batch = broadcast_shapes(module.batch_shape, x1.shape[:-2], x2.shape[:-2])
+        batch = broadcast_shapes(module.raw_outputscale.shape, x1.shape[:-2], x2.shape[:-2])  # shape: the kernel's batch
     except RuntimeError:
-        raise KernelError(f"batch shapes do not broadcast: kernel {tuple(module.batch_shape)}, "
+        raise KernelError(f"batch shapes do not broadcast: kernel {tuple(module.raw_outputscale.shape)}, "
                           f"x1 {tuple(x1.shape[:-2])}, x2 {tuple(x2.shape[:-2])}") from None
     ir = module.ir
     n, m, d = x1.size(-2), x2.size(-2), x1.size(-1)

@@ -66,7 +66,7 @@ from botorch.sampling import SobolQMCNormalSampler
 from torch import Tensor
 
 from ..compiler.priors import DimensionScaledLogNormal
-from ..fitting import OutputModel
+from ..fitting import OutputModel, fit_together
 from ..model import CachedPosterior, KernelGP, default_feature_chain
 from ..space.combinations import Combination, choice_combinations
 from ..space.sampling import SamplingError, sample
@@ -173,8 +173,7 @@ class TickTockProposer(BaseProposer):
                 proposal_threads(self.options.threads, points):
             torch.manual_seed(seed_for(self.seed, requests[0].trial_id))
             start = time.perf_counter()
-            model = CachedPosterior([self._fit_loss(data.models),
-                                     self.models["cost"].fit(data.models.X_cost, data.models.y_cost)])
+            model = CachedPosterior(self._fit(data.models))
             fit_seconds = time.perf_counter() - start
             search = _Search(model, data.models, history.max_cost)
             for k, request in enumerate(requests):
@@ -183,6 +182,13 @@ class TickTockProposer(BaseProposer):
                 proposals.append(proposal)
                 seen, pending = _append(seen, proposal.x), _append(pending, proposal.x)
         return proposals
+
+    def _fit(self, data: ModelData) -> list:
+        """The fitted loss and cost models: together (`kerneldsl.fitting.fit_together`) when they learn from the
+        same points and no loss is a stopped trial's bound, else one by one."""
+        if not data.stopped and torch.equal(data.X_loss, data.X_cost):
+            return fit_together([self.models["loss"], self.models["cost"]], data.X_loss, [data.y_loss, data.y_cost])
+        return [self._fit_loss(data), self.models["cost"].fit(data.X_cost, data.y_cost)]
 
     def _fit_loss(self, data: ModelData):
         """The fitted loss model. Stopped trials' partial losses are upper bounds of what they would have reached:

@@ -15,6 +15,7 @@ from kerneldsl.compiler.backends import auto, c_kernel
 from kerneldsl.compiler.backends.c_codegen import generate
 from kerneldsl.compiler.backends.c_kernel import CpuKernels, compiler_unavailable_reason
 from kerneldsl.compiler.backends.fused import FusedKernelFunction
+from kerneldsl.compiler.backends.torch_kernel import stack_frozen
 from fused_harness import CANONICAL, points
 from harness import assert_close
 
@@ -164,6 +165,36 @@ def test_a_frozen_kernel_on_the_fused_path_matches_the_torch_path_and_keeps_its_
     assert_close(gradient, expected_gradient, 1e-10, "frozen fused input gradients")
     kernel.set_hyperparameters({"outputscale": torch.tensor(3.0, dtype=torch.float64)})
     assert_close(frozen(x1, x2), expected, 1e-12, "a frozen kernel keeps the hyperparameters it was frozen with")
+
+
+@pytest.mark.parametrize("fused_threshold", [0, "auto"])
+def test_stacked_frozen_kernels_equal_each_frozen_kernel(fused_threshold):
+    """`stack_frozen`: kernels of one IR with different hyperparameters, evaluated together (one fused call with the
+    hyperparameter sets as its batch, or, off the fused path, the separate calls stacked): each slice is that
+    kernel's values and input gradients; kernels of different IRs do not stack."""
+    kernels = [_kernel(backend="auto", fused_threshold=fused_threshold) for _ in range(3)]
+    for i, kernel in enumerate(kernels):
+        hyperparameters = kernel.get_hyperparameters()
+        kernel.set_hyperparameters({name: value * (1.0 + 0.3 * i) for name, value in hyperparameters.items()
+                                    if name == "outputscale" or name.startswith("lengthscale")})
+    d = len(kernels[0].ir.features)
+    stack = stack_frozen([kernel.frozen() for kernel in kernels])
+    x1 = points((), 4, d, 1, torch.float64).requires_grad_(True)
+    x2 = points((), 6, d, 2, torch.float64)
+    value = stack(x1, x2)
+    assert value.shape == (3, 4, 6)
+    if fused_threshold == 0:
+        assert kernels[0].last_path == "cpu"
+    weights = torch.arange(1.0, 4.0, dtype=torch.float64).reshape(3, 1, 1)
+    (gradient,) = torch.autograd.grad((weights * value.square()).sum(), x1)
+    x1_ = x1.detach().clone().requires_grad_(True)
+    expected = torch.stack([kernel.frozen()(x1_, x2) for kernel in kernels])
+    (expected_gradient,) = torch.autograd.grad((weights * expected.square()).sum(), x1_)
+    assert_close(value, expected, 1e-12, "stacked values")
+    assert_close(gradient, expected_gradient, 1e-10, "stacked input gradients")
+    assert not torch.allclose(value[0], value[1])
+    other = kd.compile("matern52({a, b})", ["a", "b"], backend="auto").double()
+    assert stack_frozen([kernels[0].frozen(), other.frozen()]) is None
 
 
 def test_auto_falls_back_to_torch_with_one_warning_when_nothing_compiles(tmp_path, monkeypatch):

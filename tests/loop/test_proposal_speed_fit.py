@@ -3,6 +3,7 @@ and gradient."""
 
 import math
 
+import pytest
 import torch
 from botorch.optim.closures import get_loss_closure_with_grads
 from botorch.optim.utils import get_parameters
@@ -11,7 +12,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 import kerneldsl as kd
 from kerneldsl.loop.options import ModelOptions
 from kerneldsl.loop.proposals import output_models
-from kerneldsl.fitting import dense_mll_closure
+from kerneldsl.fitting import SharedKernelMLL, dense_mll_closure, fit_dense_together, fit_together
 
 
 def test_value_and_gradients_equal_gpytorchs():
@@ -84,3 +85,60 @@ def test_study_kernels_get_the_dimension_scaled_prior_of_their_terms():
     own = output_models(space, ModelOptions(loss_kernel=source, kernel_options={"lengthscale_prior": gamma}))
     assert own["loss"].factory.kernel().lengthscale_prior is gamma
     assert own["loss"].factory.kernel().options.fused_threshold == 0, "the study's kernels are fused at every size"
+
+
+def _two_outputs(loss_kernel=None, n=14):
+    space = kd.Space([kd.Scalar(f"x{i}", 1e-3, 10.0, log=True) for i in range(3)] + [kd.Int("layers", 1, 6)])
+    X = kd.sample(space, n, seed=3, dtype=torch.float64)
+    ys = [(X[:, 0] - 0.5 * X[:, 3]).sin() + 0.2 * X[:, 1], 0.3 * X[:, 2] - 0.1 * X[:, 3]]
+    return X, ys, output_models(space, ModelOptions(loss_kernel=loss_kernel))
+
+
+def test_models_sharing_a_kernel_are_evaluated_together_as_each_alone():
+    """`SharedKernelMLL`: the loss and cost models of the default kernels, at different hyperparameters, get each
+    one's `DenseMLL` loss and gradients from one batched evaluation; models of different kernels are not shared."""
+    X, ys, outputs = _two_outputs()
+    models = [outputs[name].prepared(X, y) for name, y in zip(("loss", "cost"), ys)]
+    for k, model in enumerate(models):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_((0.2 + 0.3 * k) * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel() + k),
+                                                     dtype=p.dtype))
+    mlls = [ExactMarginalLogLikelihood(model.likelihood, model) for model in models]
+    joint = SharedKernelMLL.of(mlls)
+    assert joint is not None
+    values, gradients = joint()
+    for mll, value, grads in zip(mlls, values, gradients):
+        expected, expected_grads = dense_mll_closure(mll)()
+        torch.testing.assert_close(value, expected.detach())
+        for got, want in zip(grads, expected_grads):
+            assert (got is None) == (want is None)
+            if got is not None:
+                torch.testing.assert_close(got, want)
+    assert not torch.allclose(values[0], values[1])
+    assert fit_dense_together(mlls, {"ftol": 1e-10}) and not any(model.training for model in models)
+    for mll in mlls:  # each at its own optimum: the gradient (per training point) is near zero
+        mll.train()
+        _, grads = dense_mll_closure(mll)()
+        assert max(float(g.abs().max()) for g in grads if g is not None) < 1e-3
+    assert not fit_dense_together(mlls, {"maxfun": 10})  # an option the batched optimiser does not take
+    X, ys, different = _two_outputs(loss_kernel="matern52({log_x0, log_x1}) + matern52({log_x2, layers})")
+    mlls = [ExactMarginalLogLikelihood(m.likelihood, m) for m in (different["loss"].prepared(X, ys[0]),
+                                                                   different["cost"].prepared(X, ys[1]))]
+    assert SharedKernelMLL.of(mlls) is None
+
+
+@pytest.mark.parametrize("loss_kernel", [None, "matern52({log_x0, log_x1}) + matern52({log_x2, layers})"])
+def test_fitting_together_gives_each_models_own_fit(loss_kernel):
+    """`fit_together` (one batched L-BFGS-B, each model its own iterations) reaches the hyperparameters of fitting
+    each model alone, twice in a row (warm starts); with different kernels it fits them one by one."""
+    X, ys, together = _two_outputs(loss_kernel)
+    _, _, alone = _two_outputs(loss_kernel)
+    names = ("loss", "cost")
+    for n in (len(X) - 3, len(X)):
+        fitted = fit_together([together[name] for name in names], X[:n], [y[:n] for y in ys])
+        for name, y, model in zip(names, ys, fitted):
+            expected = alone[name].fit(X[:n], y[:n])
+            assert not model.training and together[name].last_fit_error is None
+            for (key, got), (_, want) in zip(model.named_parameters(), expected.named_parameters()):
+                torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-8, msg=f"{name} {key} at n = {n}")

@@ -16,12 +16,15 @@ from kerneldsl.loop.proposals import output_models
 from kerneldsl.model import CachedPosterior, PointPosterior
 
 
-@pytest.fixture(scope="module")
-def fitted():
+@pytest.fixture(scope="module", params=[None, "matern52({log_lr, layers}) * matern52({act_relu, act_tanh})"],
+                ids=["one kernel", "two kernels"])
+def fitted(request):
+    """Loss and cost models of the default kernel (the posterior computes both in one stacked kernel call), or of
+    two kernels."""
     space = kd.Space([kd.Scalar("lr", 1e-3, 1.0, log=True), kd.Int("layers", 1, 6), kd.Choice("act", ["relu", "tanh"])])
     X = kd.sample(space, 12, seed=0, dtype=torch.float64)
     y_loss, y_cost = (X[:, 0] - 0.3 * X[:, 1]).sin(), 0.5 * X[:, 1] + X[:, 2]
-    models = output_models(space, ModelOptions())
+    models = output_models(space, ModelOptions(loss_kernel=request.param))
     gps = [models["loss"].fit(X, y_loss), models["cost"].fit(X, y_cost)]
     return space, X, gps
 
@@ -100,7 +103,9 @@ def test_closed_form_acquisitions_are_botorchs_constrained_log_ei_on_the_model_l
             values.append((value.detach(), torch.autograd.grad(value.sum(), Xg)[0]))
         assert values[0][0].isfinite().all()
         torch.testing.assert_close(values[1][0], values[0][0])
-        torch.testing.assert_close(values[1][1], values[0][1])
+        # gradients to 1e-6: a small posterior variance (prior minus explained variance, computed by the cached
+        # inverse factor here and by gpytorch's solves there) carries rounding at the 1e-7 level into them
+        torch.testing.assert_close(values[1][1], values[0][1], rtol=1e-6, atol=1e-9)
 
 
 def test_closed_form_without_a_budget_is_log_ei_of_the_loss(fitted):
