@@ -112,10 +112,11 @@ class KernelGP:
         if self.noise_prior is not None:
             likelihood = GaussianLikelihood(noise_prior=self.noise_prior, batch_shape=batch_shape,
                                             noise_constraint=GreaterThan(MIN_INFERRED_NOISE_LEVEL))
-        return SingleTaskGP(train_X, train_Y, likelihood=likelihood, covar_module=self.kernel(batch_shape).to(train_X),
+        # SingleTaskGP moves itself, kernel included, to train_X's dtype and device
+        return SingleTaskGP(train_X, train_Y, likelihood=likelihood, covar_module=self.kernel(batch_shape),
                             mean_module=LeanConstantMean(batch_shape=batch_shape),
                             input_transform=self.input_transform(),
-                            outcome_transform=Standardize(m=1, batch_shape=batch_shape)).to(train_X)
+                            outcome_transform=Standardize(m=1, batch_shape=batch_shape))
 
 
 class BlockPosterior(GPyTorchPosterior):
