@@ -1,9 +1,10 @@
 """The default proposer: fit the loss and cost models, then optimise the tick or tock acquisition with pending points.
 
 `TickTockProposer` (a `kerneldsl.loop.proposer.BaseProposer`) turns a `History` into
-new search points. One call of `TickTockProposer.propose` fits both GPs once (their joint posterior then comes
-from `kerneldsl.model.CachedPosterior`: the same posterior as a ``ModelListGP``'s, without
-gpytorch's per-call overhead) and proposes
+new search points. One call of `TickTockProposer.propose` fits both GPs once (together, one batched
+objective, where they share a kernel and their points: `kerneldsl.fitting.fit_together`; their joint
+posterior then comes from `kerneldsl.model.CachedPosterior`: the same posterior as a ``ModelListGP``'s,
+without gpytorch's per-call overhead) and proposes
 one point per request, sequentially and greedily as botorch builds q-batches: every point
 already chosen in the call joins the pending points (trials still running) of the next,
 through botorch's ``X_pending``, so workers never get the same point or the same tiny
@@ -259,6 +260,15 @@ class TickTockProposer(BaseProposer):
     def _maximise(self, acquisition: AcquisitionFunction, X_ok: Tensor, index: int) -> list[tuple[Tensor, float, str]]:
         """Candidates ``(x [d], value, how)``: several per branch when branches are enumerated, else the
         alternating optimiser's best."""
+        with warnings.catch_warnings():
+            # A restart whose line search ends abnormally (scipy's status 2: at a flat optimum or against a bound)
+            # keeps the best point it reached, as botorch says; its warning's remedies name botorch's arguments,
+            # which a study's user does not pass (it reached users as "while proposing, 6 x RuntimeWarning:
+            # Optimization failed in `gen_candidates_scipy` ...").
+            warnings.filterwarnings("ignore", message=ABNORMAL_RESTART, category=RuntimeWarning)
+            return self._search(acquisition, X_ok, index)
+
+    def _search(self, acquisition: AcquisitionFunction, X_ok: Tensor, index: int) -> list[tuple[Tensor, float, str]]:
         bounds = self.space.bounds.to(dtype=self.dtype, device=self.device)
         constraints = self.space.inequality_constraints(dtype=self.dtype, device=self.device) or None
         if self.combinations is None:
@@ -345,6 +355,10 @@ class TickTockProposer(BaseProposer):
             values = torch.cat([acquisition(chunk) for chunk in raw.split(512)])
         starts, _ = initialize_q_batch(raw, values, n=min(restarts, len(raw)))
         return starts
+
+
+ABNORMAL_RESTART = r"(?s)Optimization failed in `gen_candidates_scipy`.*status 2 and message ABNORMAL"
+"""botorch's warning about a restart whose L-BFGS-B line search ended abnormally (it keeps its point)."""
 
 
 @dataclass(frozen=True)
