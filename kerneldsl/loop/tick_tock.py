@@ -80,7 +80,7 @@ def tick_tock(
     (expected log-cost reduction below the best feasible trial, with loss no
     worse than that trial's, both judged on the same joint posterior sample, and
     cost <= max_cost). When no trial is pending and some trial is within budget, both run in
-    closed form (``analytic=True``, the default: botorch's ``LogConstrainedExpectedImprovement``
+    closed form (``analytic=True``, the default: the value of botorch's ``LogConstrainedExpectedImprovement``
     with the incumbent at its posterior mean; see `kerneldsl.loop.acquisition.analytic_tock`).
     Both are optimised by ``optimize_acqf`` over the search
     bounds with the space's linear constraints (``num_restarts``,

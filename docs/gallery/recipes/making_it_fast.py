@@ -134,6 +134,38 @@ fig
 # size, as a study's kernels are), and ``kerneldsl cv --backend cpu`` to fit small cross-validation
 # cells on the fused kernels (``auto`` takes the torch path below 2**16 entries).
 #
+# Proposals
+# ---------
+#
+# A study's proposal fits its loss and cost models and optimises the tick or tock acquisition;
+# ``benchmarks/proposals.py`` times it against Optuna's ``GPSampler`` doing the same job (one
+# thread, seconds per model-based ask, quiet machine; ``benchmarks/RESULTS.md``):
+#
+# ===========================================  ===========  ===========  ============
+# space                                        n = 10       n = 100      n = 300
+# ===========================================  ===========  ===========  ============
+# mixed4: a log scalar, two log ints, a choice 0.15 / 0.40  0.20 / 0.33  0.28 / 0.74
+# cont8: eight log scalars                     0.09 / 0.05  0.11 / 0.11  0.15 / 0.52
+# digits, its hands-on kernels                 0.39 / 0.76  0.46 / 1.03  0.52 / 1.53
+# MNIST, 19 parameters, 25-term kernel         0.59 / 1.62  0.77 / 1.49  0.87 / 2.99
+# ===========================================  ===========  ===========  ============
+#
+# What a study does for it, and what you can do:
+#
+# * Its kernels run the fused C kernels at every size and are frozen for the acquisition.
+# * Its fits run scipy's L-BFGS-B on the marginal likelihood with the gradient in closed form
+#   (``kerneldsl.fitting``), warm-started from the last fit. When the loss and cost models share
+#   a kernel and their points (give neither its own kernel, or both the same source) they are
+#   fitted together, one batched objective with each model its own iterations, and the
+#   acquisition evaluates both with one kernel call: a quarter of a proposal on cont8.
+#   A hands-on cost kernel buys a better cost model at the price of that sharing.
+# * With nothing pending, tick and tock are closed forms (``analytic=True``); with pending trials
+#   (``ask(n)``, several workers) the Monte-Carlo forms run, about twice as long.
+# * Proposals run on one torch thread up to 1000 trials (``threads=`` overrides it); the
+#   caller's thread count is restored.
+# * With several workers ``optimize`` makes the next proposal while trials run, so a worker
+#   rarely waits for one (``trials_dataframe()`` shows ``wait_seconds``).
+#
 # On a GPU
 # --------
 #
