@@ -43,7 +43,7 @@ from .compiler.backends.common import HyperparameterMixin, check_inputs
 from .compiler.errors import KernelError
 from .model import KernelGP
 
-__all__ = ["FIT_NATS", "OutputModel", "fit_together", "DenseMLL", "SharedKernelMLL", "dense_mll_closure", "fit_dense",
+__all__ = ["FIT_NATS", "OutputModel", "fit_together", "DenseMLL", "SharedKernelMLL", "dense_objective", "dense_mll_closure", "fit_dense",
            "fit_dense_together", "fit_map", "map_objective", "log_density"]
 
 FIT_NATS = 1e-4
@@ -123,10 +123,8 @@ class DenseMLL:
     ``ExactMarginalLogLikelihood`` closure computes it, the gradients those of ``parameters`` (None for one the
     loss does not use).
 
-    The gradient comes in closed form instead of through autograd's Cholesky: with ``A = K + noise``,
-    ``alpha = A^-1 (y - m)`` and ``G = (A^-1 - alpha alpha^T) / 2``, the loss's derivative is ``G`` in ``K``,
-    ``tr G`` in the noise and ``-sum alpha`` in the constant mean, so a single backward pass runs through the
-    kernel (its fused backward) and the priors only. The training inputs are transformed once; gpytorch's
+    The gradient comes in closed form (`dense_objective`) instead of through autograd's Cholesky, so a single
+    backward pass runs through the kernel (its fused backward) and the priors only. The training inputs are transformed once; gpytorch's
     lazy tensors and kernel call wrapper are skipped (the kernel's ``forward`` is called). Build it with
     `dense_mll_closure`, which says where it applies.
     """
@@ -148,19 +146,33 @@ class DenseMLL:
         model, n = self.model, self.n
         K = model.covar_module.forward(self.X, self.X)
         noise = model.likelihood.noise.reshape(-1).expand(n)
-        mean = model.mean_module(self.X)
-        with torch.no_grad():
-            L = psd_safe_cholesky(K + torch.diag_embed(noise))
-            residual = (self.y - mean).unsqueeze(-1)
-            alpha = torch.cholesky_solve(residual, L)
-            fit = 0.5 * (residual * alpha).sum() + L.diagonal().log().sum() + self.constant
-            G = 0.5 * (torch.cholesky_inverse(L) - alpha @ alpha.mT)
-        log_prior = K.new_zeros(())
-        for module, density, closure in self.priors:
-            log_prior = log_prior + density(closure(module)).sum()
-        surrogate = (G * K).sum() + (G.diagonal() * noise).sum() - (alpha.squeeze(-1) * mean).sum() - log_prior
-        gradients = torch.autograd.grad(surrogate / n, self.parameters, allow_unused=True)
+        fit, surrogate = dense_objective(K, noise, model.mean_module(self.X), self.y, self.constant)
+        log_prior = self.log_prior()
+        gradients = torch.autograd.grad((surrogate - log_prior) / n, self.parameters, allow_unused=True)
         return (fit - log_prior.detach()) / n, gradients
+
+    def log_prior(self) -> Tensor:
+        """The sum of the log priors of the model's hyperparameters, differentiable in them."""
+        total = self.X.new_zeros(())
+        for module, density, closure in self.priors:
+            total = total + density(closure(module)).sum()
+        return total
+
+
+def dense_objective(K: Tensor, noise: Tensor, mean: Tensor, y: Tensor, constant: float) -> tuple[Tensor, Tensor]:
+    """The negative log marginal likelihood ``[...]`` of ``y [..., n]`` under ``N(mean, K + diag(noise))`` (no
+    gradient), and a surrogate ``[...]`` whose gradient in ``K``, ``noise`` and ``mean`` is the likelihood's: with
+    ``A = K + noise``, ``alpha = A^-1 (y - mean)`` and ``G = (A^-1 - alpha alpha^T) / 2``, the derivative is ``G``
+    in ``K``, ``diag G`` in the noise and ``-alpha`` in the mean. ``constant``: ``n log(2 pi) / 2``."""
+    with torch.no_grad():
+        L = psd_safe_cholesky(K + torch.diag_embed(noise))
+        residual = (y - mean).unsqueeze(-1)
+        alpha = torch.cholesky_solve(residual, L)
+        fit = 0.5 * (residual * alpha).sum((-1, -2)) + L.diagonal(dim1=-2, dim2=-1).log().sum(-1) + constant
+        G = 0.5 * (torch.cholesky_inverse(L) - alpha @ alpha.mT)
+    surrogate = ((G * K).sum((-1, -2)) + (G.diagonal(dim1=-2, dim2=-1) * noise).sum(-1)
+                 - (alpha.squeeze(-1) * mean).sum(-1))
+    return fit, surrogate
 
 
 def log_density(prior: Prior) -> Callable[[Tensor], Tensor]:
@@ -290,18 +302,11 @@ class SharedKernelMLL:
         K = self._K()
         noise = torch.stack([c.model.likelihood.noise.reshape(-1).expand(n) for c in self.closures])  # [k, n]
         mean = torch.stack([c.model.mean_module(self.X) for c in self.closures])
-        with torch.no_grad():
-            L = psd_safe_cholesky(K + torch.diag_embed(noise))
-            residual = (self.y - mean).unsqueeze(-1)
-            alpha = torch.cholesky_solve(residual, L)
-            fit = 0.5 * (residual * alpha).sum((-1, -2)) + L.diagonal(dim1=-2, dim2=-1).log().sum(-1) + self.constant
-            G = 0.5 * (torch.cholesky_inverse(L) - alpha @ alpha.mT)
-        log_prior = torch.stack([sum((density(closure(module)).sum() for module, density, closure in c.priors),
-                                     K.new_zeros(())) for c in self.closures])
-        surrogate = ((G * K).sum((-1, -2)) + (G.diagonal(dim1=-2, dim2=-1) * noise).sum(-1)
-                     - (alpha.squeeze(-1) * mean).sum(-1) - log_prior).sum() / n
+        fit, surrogate = dense_objective(K, noise, mean, self.y, self.constant)
+        log_prior = torch.stack([c.log_prior() for c in self.closures])
         parameters = [c.parameters for c in self.closures]
-        gradients = torch.autograd.grad(surrogate, [p for group in parameters for p in group], allow_unused=True)
+        gradients = torch.autograd.grad((surrogate - log_prior).sum() / n, [p for group in parameters for p in group],
+                                        allow_unused=True)
         split, start = [], 0
         for group in parameters:
             split.append(gradients[start:start + len(group)])
