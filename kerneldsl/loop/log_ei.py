@@ -24,7 +24,7 @@ from scipy.special import erfcx, log_ndtr, ndtr
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["log_h", "log_Phi"]
+__all__ = ["log_h", "log_Phi", "log_ei_within_bounds"]
 
 _TAIL = -1.0
 """Below this ``u`` the naive ``log(phi(u) + u Phi(u))`` cancels; the tail formula takes over."""
@@ -87,6 +87,60 @@ class _OnHost(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         (slope,) = ctx.saved_tensors
         return grad * slope, None
+
+
+VARIANCE_FLOOR = 1e-12
+"""Variances are clamped here before their square root, as botorch's analytic acquisitions do."""
+
+
+def _within_bounds(mean: np.ndarray, variance: np.ndarray, best_f: float, objective: int,
+                   upper: tuple[tuple[int, float], ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`log_ei_within_bounds` on ``[N, m]`` arrays: the value ``[N]`` and its derivatives in the means and the
+    variances ``[N, m]``. With ``s = sqrt(v)``, ``u = (best_f - mu) / s``: ``d/dmu = -h'(u) / s``, ``d/dv =
+    (1 - u h'(u)) / 2v`` for the objective (``log s`` included), ``d/dmu = -Phi'(z) / s``, ``d/dv = -z Phi'(z) / 2v``
+    for a bound; nothing through a clamped variance."""
+    v = np.maximum(variance, VARIANCE_FLOOR)
+    sigma = np.sqrt(v)
+    free = variance >= VARIANCE_FLOOR
+    d_mean, d_variance = np.zeros_like(mean), np.zeros_like(mean)
+    k = objective
+    u = (best_f - mean[:, k]) / sigma[:, k]
+    value, slope = _log_h(u)
+    value = value + 0.5 * np.log(v[:, k])
+    d_mean[:, k] = -slope / sigma[:, k]
+    d_variance[:, k] = np.where(free[:, k], (1.0 - u * slope) / (2.0 * v[:, k]), 0.0)
+    for j, bound in upper:
+        z = (bound - mean[:, j]) / sigma[:, j]
+        log_p, slope = _log_Phi(z)
+        value = value + log_p
+        d_mean[:, j] -= slope / sigma[:, j]
+        d_variance[:, j] -= np.where(free[:, j], z * slope / (2.0 * v[:, j]), 0.0)
+    return value, d_mean, d_variance
+
+
+class _WithinBounds(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, mean: Tensor, variance: Tensor, spec: tuple) -> Tensor:
+        m = mean.shape[-1]
+        host = [t.detach().to("cpu", torch.float64).reshape(-1, m).numpy() for t in (mean, variance)]
+        value, d_mean, d_variance = _within_bounds(*host, *spec)
+        ctx.save_for_backward(*(torch.from_numpy(d).to(mean).reshape(mean.shape) for d in (d_mean, d_variance)))
+        return torch.from_numpy(value).to(mean).reshape(mean.shape[:-1])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        d_mean, d_variance = ctx.saved_tensors
+        g = grad.unsqueeze(-1)
+        return g * d_mean, g * d_variance, None
+
+
+def log_ei_within_bounds(mean: Tensor, variance: Tensor, best_f: float, objective: int,
+                         upper: dict[int, float]) -> Tensor:
+    """``log EI`` of output ``objective`` below ``best_f`` plus ``sum_j log P(output_j <= upper[j])``, for
+    independent normal outputs of ``mean`` and ``variance`` ``[..., m]`` (variances clamped at `VARIANCE_FLOOR`):
+    ``log_h(u) + log s + sum_j log_Phi(z_j)``, one autograd node in both arguments. ``[...]``."""
+    return _WithinBounds.apply(mean, variance, (best_f, objective, tuple(upper.items())))
 
 
 def log_h(u: Tensor) -> Tensor:

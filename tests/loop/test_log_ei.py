@@ -1,6 +1,7 @@
-"""`kerneldsl.loop.log_ei`: botorch's log-EI and log-Phi numerics, each with its derivative in closed form, and
-`LogEIWithinBounds`, botorch's constrained log EI for one point per batch (mirrored in
-``test_proposal_speed_posterior.py`` on fitted models)."""
+"""`kerneldsl.loop.log_ei`: log EI and log Phi of a normal variable with their derivatives in closed form (against
+60-digit arithmetic), `log_ei_within_bounds` (against its composition, gradcheck), and `LogEIWithinBounds`,
+botorch's constrained log EI for one point per batch (mirrored in ``test_proposal_speed_posterior.py`` on fitted
+models)."""
 
 import math
 
@@ -12,7 +13,7 @@ from botorch.models import ModelListGP, SingleTaskGP
 from botorch.utils.probability.utils import log_ndtr
 
 from kerneldsl.loop.acquisition import LogEIWithinBounds
-from kerneldsl.loop.log_ei import log_h, log_Phi
+from kerneldsl.loop.log_ei import VARIANCE_FLOOR, log_ei_within_bounds, log_h, log_Phi
 
 # from far in the lower tail (where the naive formulas underflow to log 0) through the branch points to the upper side
 GRID = torch.cat([-torch.logspace(7, -3, 300, dtype=torch.float64), torch.tensor([0.0, -1.0], dtype=torch.float64),
@@ -53,6 +54,33 @@ def test_float32_stays_finite_in_the_tail():
     assert value.dtype == torch.float32 and value.isfinite().all() and slope.isfinite().all()
     exact = torch.tensor([_exact(x)[0] for x in u.detach().tolist()])
     torch.testing.assert_close(value, exact, rtol=1e-5, atol=1e-5)
+
+
+def test_log_ei_within_bounds_is_its_composition_in_value_and_gradient():
+    """One node equals log_h(u) + log s + sum log_Phi(z) built from autograd operations, for three outputs (the
+    objective and two bounds), a clamped variance included (no gradient through the clamp, as ``clamp_min``)."""
+    g = torch.Generator().manual_seed(0)
+    mean = torch.randn(6, 3, generator=g, dtype=torch.float64) * 3
+    variance = torch.rand(6, 3, generator=g, dtype=torch.float64) + 0.05
+    variance[2, 0], variance[4, 2] = 1e-15, 1e-20  # below the floor
+    upper = {1: 0.4, 2: -1.0}
+
+    def composed(m, v):
+        s = v.clamp_min(VARIANCE_FLOOR).sqrt()
+        z = (torch.tensor([0.4, -1.0], dtype=m.dtype) - m[..., 1:]) / s[..., 1:]
+        return log_h((-0.7 - m[..., 0]) / s[..., 0]) + s[..., 0].log() + log_Phi(z).sum(-1)
+
+    results = []
+    for function in (lambda m, v: log_ei_within_bounds(m, v, -0.7, 0, upper), composed):
+        m, v = mean.clone().requires_grad_(True), variance.clone().requires_grad_(True)
+        value = function(m, v)
+        results.append((value.detach(), *torch.autograd.grad((value * torch.arange(1.0, 7.0)).sum(), (m, v))))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    assert results[0][2][2, 0] == 0 and results[0][2][4, 2] == 0
+    smooth = variance.clamp_min(0.05)  # finite differences need a smooth neighbourhood (not s = 1e-6)
+    inputs = (mean.clone().requires_grad_(True), smooth.requires_grad_(True))
+    assert torch.autograd.gradcheck(lambda m, v: log_ei_within_bounds(m, v, -0.7, 0, upper), inputs)
 
 
 @pytest.fixture(scope="module")
