@@ -144,10 +144,10 @@ fig
 # ===========================================  ===========  ===========  ============
 # space                                        n = 10       n = 100      n = 300
 # ===========================================  ===========  ===========  ============
-# mixed4: a log scalar, two log ints, a choice 0.15 / 0.40  0.20 / 0.33  0.28 / 0.74
-# cont8: eight log scalars                     0.09 / 0.05  0.11 / 0.11  0.15 / 0.52
-# digits, its hands-on kernels                 0.39 / 0.76  0.46 / 1.03  0.52 / 1.53
-# MNIST, 19 parameters, 25-term kernel         0.59 / 1.62  0.77 / 1.49  0.87 / 2.99
+# mixed4: a log scalar, two log ints, a choice 0.14 / 0.41  0.22 / 0.34  0.25 / 0.74
+# cont8: eight log scalars                     0.09 / 0.05  0.09 / 0.11  0.16 / 0.53
+# digits, its hands-on kernels                 0.39 / 0.77  0.45 / 1.05  0.48 / 1.50
+# MNIST, 19 parameters, 25-term kernel         0.57 / 1.59  0.77 / 1.51  0.85 / 3.00
 # ===========================================  ===========  ===========  ============
 #
 # What a study does for it, and what you can do:
