@@ -138,17 +138,17 @@ fig
 # ---------
 #
 # A study's proposal fits its loss and cost models and optimises the tick or tock acquisition;
-# ``benchmarks/proposals.py`` times it against Optuna's ``GPSampler`` doing the same job (one
+# ``benchmarks/proposals.py`` times it against Optuna's ``GPSampler`` doing the same job (kerneldsl / ``GPSampler``, one
 # thread, seconds per model-based ask, quiet machine; ``benchmarks/RESULTS.md``):
 #
-# ===========================================  ===========  ===========  ============
-# space                                        n = 10       n = 100      n = 300
-# ===========================================  ===========  ===========  ============
-# mixed4: a log scalar, two log ints, a choice 0.14 / 0.41  0.22 / 0.34  0.25 / 0.74
-# cont8: eight log scalars                     0.09 / 0.05  0.09 / 0.11  0.16 / 0.53
-# digits, its hands-on kernels                 0.39 / 0.77  0.45 / 1.05  0.48 / 1.50
-# MNIST, 19 parameters, 25-term kernel         0.57 / 1.59  0.77 / 1.51  0.85 / 3.00
-# ===========================================  ===========  ===========  ============
+# ============================================  ===========  ===========  ===========
+# space                                         n = 10       n = 100      n = 300
+# ============================================  ===========  ===========  ===========
+# mixed4: a log scalar, two log ints, a choice  0.14 / 0.41  0.22 / 0.34  0.25 / 0.74
+# cont8: eight log scalars                      0.09 / 0.05  0.09 / 0.11  0.16 / 0.53
+# digits, its hands-on kernels                  0.39 / 0.77  0.45 / 1.05  0.48 / 1.50
+# MNIST, 19 parameters, 25-term kernel          0.57 / 1.59  0.77 / 1.51  0.85 / 3.00
+# ============================================  ===========  ===========  ===========
 #
 # What a study does for it, and what you can do:
 #
