@@ -5,6 +5,9 @@
   ``max_cholesky_size`` points) is fitted by `fit_dense`: scipy's L-BFGS-B on `DenseMLL`, whose gradient
   comes in closed form; anything else, and any fit that fails there, by botorch's ``fit_gpytorch_mll``
   (with its retries from prior draws).
+* `fit_together`: outputs that share a kernel and their training points (a study's loss and cost models
+  when neither is given its own kernel) fitted by one batched objective, `SharedKernelMLL` (one fused
+  kernel call for every K), each with its own L-BFGS-B iterations (`fit_dense_together`).
 * `fit_map`: a model's MAP with restarts from prior draws (cross-validation, ``kerneldsl fit``).
 
 Why not always ``fit_gpytorch_mll``: the loop fits two models at every proposal, and on small models the
@@ -39,12 +42,13 @@ from linear_operator.utils.errors import NotPSDError
 from scipy.optimize import minimize
 from torch import Tensor
 
-from .compiler.backends.common import HyperparameterMixin, check_inputs
+from .compiler.backends.common import check_inputs
+from .compiler.backends.torch_kernel import TorchKernel
 from .compiler.errors import KernelError
 from .model import KernelGP
 
-__all__ = ["FIT_NATS", "OutputModel", "fit_together", "DenseMLL", "SharedKernelMLL", "dense_objective", "dense_mll_closure", "fit_dense",
-           "fit_dense_together", "fit_map", "map_objective", "log_density"]
+__all__ = ["FIT_NATS", "OutputModel", "fit_together", "DenseMLL", "SharedKernelMLL", "dense_objective",
+           "dense_mll_closure", "fit_dense", "fit_dense_together", "fit_map", "map_objective", "log_density"]
 
 FIT_NATS = 1e-4
 """An output model's fit stops once an L-BFGS step gains less than about this many nats of log marginal
@@ -124,9 +128,9 @@ class DenseMLL:
     loss does not use).
 
     The gradient comes in closed form (`dense_objective`) instead of through autograd's Cholesky, so a single
-    backward pass runs through the kernel (its fused backward) and the priors only. The training inputs are transformed once; gpytorch's
-    lazy tensors and kernel call wrapper are skipped (the kernel's ``forward`` is called). Build it with
-    `dense_mll_closure`, which says where it applies.
+    backward pass runs through the kernel (its fused backward) and the priors only. The training inputs are
+    transformed once; gpytorch's lazy tensors and kernel call wrapper are skipped (the kernel's ``forward`` is
+    called). Build it with `dense_mll_closure`, which says where it applies.
     """
 
     def __init__(self, mll: ExactMarginalLogLikelihood, parameters: Mapping[str, Tensor] | None = None):
@@ -266,16 +270,16 @@ class SharedKernelMLL:
 
     @classmethod
     def of(cls, mlls: Sequence[ExactMarginalLogLikelihood]) -> "SharedKernelMLL | None":
-        """None unless every model has a `DenseMLL` and a kernel-language kernel with fused kernels (``fused``)
-        of one IR, and the transformed training inputs are equal."""
+        """None unless every model has a `DenseMLL` and a non-batched kernel of the ``torch`` or ``auto`` backend
+        (``TorchKernel``, whose ``fused`` takes prepared hyperparameters) of one IR, and the transformed training
+        inputs are equal."""
         closures = [dense_mll_closure(mll) for mll in mlls]
         if len(closures) < 2 or any(closure is None for closure in closures):
             return None
         first = closures[0]
         for closure in closures:
             kernel = closure.model.covar_module
-            if (not isinstance(kernel, HyperparameterMixin) or not hasattr(kernel, "fused")
-                    or kernel.raw_outputscale.dim() != 0 or kernel.ir != first.model.covar_module.ir
+            if (not isinstance(kernel, TorchKernel) or kernel.raw_outputscale.dim() != 0 or kernel.ir != first.model.covar_module.ir
                     or not torch.equal(closure.X, first.X)):
                 return None
         try:

@@ -114,8 +114,9 @@ class LogEIWithinBounds(AcquisitionFunction):
     autograd node with closed-form derivatives (`kerneldsl.loop.log_ei.log_ei_within_bounds`): without
     botorch's batch-shape decorators, posterior object and helper graph, a tock evaluation with its gradient at
     8 points took 0.78 ms instead of botorch's 1.98 (eight features, n = 40, both models of one kernel; 2.0
-    instead of 2.9 on the digits kernels; issue 23). Variances are clamped at 1e-12, as botorch does; ``best_f`` and the bounds stay in the inputs'
-    precision (botorch's buffers built from Python floats round them to float32).
+    instead of 2.9 on the digits kernels; issue 23). Variances are clamped at 1e-12, as botorch does;
+    ``best_f`` and the bounds stay in float64 (botorch's buffers, built from Python floats, round them to
+    float32).
     """
 
     def __init__(self, model: Model, best_f: float, objective: int, upper: dict[int, float]):

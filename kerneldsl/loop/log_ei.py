@@ -1,18 +1,20 @@
-"""The two functions of a normal variable that the closed-form acquisitions need, each one autograd node.
+"""The closed-form acquisitions' functions of normal variables, with their derivatives in closed form.
 
 * `log_h`: ``log(phi(u) + u Phi(u))``, the log of expected improvement in units of the posterior standard
   deviation (``u = (best - mean) / sd`` when minimising), accurate far into the tail (Ament et al. 2023,
   "Unexpected improvements to expected improvement", the formulation of botorch's ``LogExpectedImprovement``);
+  ``d log_h / du = Phi(u) / h(u)`` (since ``h'(u) = Phi(u)``);
 * `log_Phi`: ``log Phi(z)``, the log probability that a normal output is below a bound ``z`` standard
-  deviations above its mean.
+  deviations above its mean; ``d log_Phi / dz = phi(z) / Phi(z)``;
+* `log_ei_within_bounds`: log EI of one output plus the log probabilities of the others' bounds, from the
+  outputs' means and variances: the value of `kerneldsl.loop.acquisition.LogEIWithinBounds`.
 
-Both carry their derivatives in closed form: ``d log_h / du = Phi(u) / h(u)`` (since ``h'(u) = Phi(u)``) and
-``d log_Phi / dz = phi(z) / Phi(z)``. The values and slopes are computed in float64 by scipy's special
-functions (``log_ndtr``, ``erfcx``) on the host, where a few values cost a microsecond per function instead
-of a few per torch operation: an acquisition evaluation then adds two nodes to the backward pass instead of
-about forty (botorch's helpers evaluate every branch of their ``where``s with autograd), and the forward
-pass no torch operation (issue 23).
+Each is one autograd node whose value and derivatives are computed in float64 by scipy's special functions
+(``log_ndtr``, ``erfcx``) on the host, where a few values cost a microsecond per function instead of a few
+per torch operation: an acquisition evaluation's backward pass runs one node past the posterior instead of
+about forty (botorch's helpers evaluate every branch of their ``where``s with autograd; issue 23).
 """
+
 
 from __future__ import annotations
 
