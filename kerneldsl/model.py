@@ -341,8 +341,10 @@ class CachedPosterior(Model):
     (the kernels' ``forward`` is called), which cost several milliseconds per call whatever the size (profile
     of issue 23: most of an acquisition evaluation at n = 40). Calls it does not cover (``output_indices``,
     observation noise) go to a ``ModelListGP`` of the same models. Input transforms apply as in botorch
-    (``Model.transform_inputs`` of each model; once for outputs whose transforms are equal). At one point per batch (``q = 1``, the analytic acquisitions)
-    the covariance is the diagonal of the outputs' variances.
+    (``Model.transform_inputs`` of each model; once for outputs whose transforms are equal). At one point per
+    batch (``q = 1``, the analytic acquisitions) the covariance is the diagonal of the outputs' variances
+    (`point_moments`), and outputs of one kernel IR on the same training points (`_SharedKernelOutputs`) share
+    one kernel call.
 
     The fitted models are held outside the module tree and their parameters stop requiring gradients (they
     are not fitted further here: an acquisition's gradient is for its inputs only), so botorch's
