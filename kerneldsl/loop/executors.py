@@ -76,6 +76,12 @@ __all__ = ["TrialCall", "TrialPool", "PoolSettings", "trial_pool", "MAX_RERUNS"]
 MAX_RERUNS = 3
 """How often a trial taken down by a broken process pool runs again before it is failed (Dask's default
 ``allowed-failures``, so that both run a trial whose worker dies at most 4 times)."""
+STOP_SECONDS = 5.0
+"""How long a broken process pool gets to stop its workers before the driver kills those still alive.
+`concurrent.futures` terminates the workers it knows of, but one spawned by a submit that raced the break is
+missed, and the pool's shutdown then waits for it forever (seen once in the docs build: a worker idle on the
+pool's queue, the driver in ``shutdown``)."""
+
 PROBE_TIMEOUT = 300.0
 """Seconds to wait for a process pool's first worker to start (imports) before the first trial."""
 
@@ -234,6 +240,7 @@ class _ProcessPool(_Futures):
         self._verdicts: dict[int, Outcome | None] = {}  # trials of a broken pool: failed, or None to run again
         self._reruns: dict[int, int] = {}
         self._timed_out: set[int] = set()
+        self._children_before = _child_pids()  # the current pool's workers are the children started since
 
     def deadline(self, call: TrialCall, submitted: float, timeout: float | None) -> float | None:
         """From the trial's start in its worker (its mark), so a worker starting up does not count; a trial not
@@ -305,7 +312,7 @@ class _ProcessPool(_Futures):
 
     def _replace(self, broken: cf.ProcessPoolExecutor) -> None:
         """Judge every trial that was running on the ``broken`` pool, and put a new pool in its place."""
-        broken.shutdown(wait=True, cancel_futures=True)  # its manager thread terminates and joins the workers
+        self._stop(broken)
         codes = {pid: process.exitcode for pid, process in self._workers.items()}
         self._workers = {pid: process for pid, process in self._workers.items() if codes[pid] is None}
         victims = [trial for trial, pool in self._on.items() if pool is broken]
@@ -330,8 +337,29 @@ class _ProcessPool(_Futures):
                     TrialState.FAILED, error=f"worker process died while the trial ran ({runs} times, each time "
                                              "taking down the process pool)")
         if broken is self.executor:
+            self._children_before = _child_pids()
             self.executor = self.settings.new_pool()
             self.owns = True  # the replacement is ours to shut down
+
+    def _stop(self, broken: cf.ProcessPoolExecutor) -> None:
+        """Shut the ``broken`` pool down: its manager thread terminates (SIGTERM) and joins its workers; a worker
+        of the current pool still alive after `STOP_SECONDS` is killed (SIGKILL), so the join cannot hang. The
+        driver only signals here (by pid), it never waits on a worker's process object itself: the pool's
+        manager thread is the one that reads their exit codes."""
+        broken.shutdown(wait=False, cancel_futures=True)
+        if broken is self.executor:
+            self._note_workers()
+            spawned = [pid for pid in self._workers if pid not in self._children_before]
+            deadline = time.monotonic() + STOP_SECONDS
+            while spawned and time.monotonic() < deadline:
+                spawned = [pid for pid in spawned if _exists(pid)]
+                time.sleep(0.02)
+            for pid in spawned:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        broken.shutdown(wait=True)
 
     def close(self, interrupted: bool = False) -> None:
         if self.owns and interrupted:  # the workers that ran trials (their marks) may be busy: kill them
@@ -340,6 +368,22 @@ class _ProcessPool(_Futures):
                     self._workers[pid].kill()
         super().close(interrupted)
         shutil.rmtree(self.marks, ignore_errors=True)
+
+
+def _child_pids() -> set[int]:
+    """The pids of this process's live `multiprocessing` children."""
+    return {process.pid for process in multiprocessing.active_children()}
+
+
+def _exists(pid: int) -> bool:
+    """Whether a process ``pid`` exists (a pool worker, even one the forkserver started)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _Dask(TrialPool):

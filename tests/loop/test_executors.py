@@ -360,3 +360,30 @@ def test_reports_travel_from_dask_workers_and_stop_trials(tmp_path, dask_client)
     with study:
         study.optimize(SteppedReporter(pause=0.25), executor=dask_client, progress=False)
     assert_stopped_for_cost(study)
+
+
+def test_replacing_a_broken_pool_kills_a_worker_its_shutdown_would_wait_for(monkeypatch):
+    """When a pool breaks, `concurrent.futures` terminates the workers it knows of and joins them; a worker spawned
+    by a submit that raced the break is missed, and the shutdown then waited for it forever (the docs build hung
+    once so). Replacing a broken pool kills the current pool's workers still alive after `STOP_SECONDS`. Stand-in
+    for the missed worker: a child started after the pool, asleep; the pool breaks when its worker is killed."""
+    monkeypatch.setattr(executors, "STOP_SECONDS", 1.0)
+    context = multiprocessing.get_context("forkserver")
+    settings = executors.PoolSettings(1, context)
+    pool = settings.new_pool()
+    worker = pool.submit(os.getpid).result()
+    trials = executors._ProcessPool(pool, settings, owns=True)
+    straggler = context.Process(target=time.sleep, args=(60,))
+    straggler.start()
+    try:
+        os.kill(worker, signal.SIGKILL)
+        start = time.monotonic()
+        trials._replace(pool)
+        assert time.monotonic() - start < 10
+        straggler.join(5)
+        assert not straggler.is_alive() and straggler.exitcode == -signal.SIGKILL
+        assert trials.executor is not pool and trials.executor.submit(os.getpid).result() != worker
+    finally:
+        if straggler.is_alive():
+            straggler.kill()
+        trials.close()
