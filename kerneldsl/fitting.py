@@ -269,17 +269,20 @@ class SharedKernelMLL:
         self.constant = first.constant
 
     @classmethod
-    def of(cls, mlls: Sequence[ExactMarginalLogLikelihood]) -> "SharedKernelMLL | None":
+    def of(cls, mlls: Sequence[ExactMarginalLogLikelihood],
+           parameters: Sequence[Mapping[str, Tensor]] | None = None) -> "SharedKernelMLL | None":
         """None unless every model has a `DenseMLL` and a non-batched kernel of the ``torch`` or ``auto`` backend
         (``TorchKernel``, whose ``fused`` takes prepared hyperparameters) of one IR, and the transformed training
-        inputs are equal."""
-        closures = [dense_mll_closure(mll) for mll in mlls]
+        inputs are equal. ``parameters``: each model's, as `dense_mll_closure` takes them."""
+        parameters = parameters if parameters is not None else [None] * len(mlls)
+        closures = [dense_mll_closure(mll, group) for mll, group in zip(mlls, parameters)]
         if len(closures) < 2 or any(closure is None for closure in closures):
             return None
         first = closures[0]
         for closure in closures:
             kernel = closure.model.covar_module
-            if (not isinstance(kernel, TorchKernel) or kernel.raw_outputscale.dim() != 0 or kernel.ir != first.model.covar_module.ir
+            if (not isinstance(kernel, TorchKernel) or kernel.raw_outputscale.dim() != 0
+                    or kernel.ir != first.model.covar_module.ir
                     or not torch.equal(closure.X, first.X)):
                 return None
         try:
@@ -293,8 +296,8 @@ class SharedKernelMLL:
         first, k = self.kernels[0], len(self.kernels)
         X = self.X.expand(k, *self.X.shape)  # x1 is x2: the symmetric kernels
         if first.uses_fused_path(X, X, False):
-            hyperparameters = tuple(torch.stack(group) for group in zip(
-                *((kernel.lengthscale, kernel.sum_weights(), kernel.outputscale) for kernel in self.kernels)))
+            stacked = zip(*(kernel.fused_parameters() for kernel in self.kernels))
+            hyperparameters = tuple(torch.stack(group) for group in stacked)
             K = first.fused(X, X, False, hyperparameters)
             if K is not None:
                 return K
@@ -334,14 +337,13 @@ def fit_dense_together(mlls: Sequence[ExactMarginalLogLikelihood], options: Mapp
     options = dict(options or {})
     if any(key not in _BATCHED_OPTIONS for key in options):
         return False
-    joint = SharedKernelMLL.of(mlls)
+    found = [get_parameters_and_bounds(mll, requires_grad=True) for mll in mlls]
+    joint = SharedKernelMLL.of(mlls, [parameters for parameters, _ in found])
     if joint is None:
         return False
-    problems, bounds = [], []
-    for mll, closure in zip(mlls, joint.closures):
-        parameters, parameter_bounds = get_parameters_and_bounds(mll, requires_grad=True)
-        problems.append(NdarrayOptimizationClosure(closure, parameters))
-        bounds.append(get_bounds_as_ndarray(parameters, parameter_bounds))
+    problems = [NdarrayOptimizationClosure(closure, parameters)
+                for closure, (parameters, _) in zip(joint.closures, found)]
+    bounds = [get_bounds_as_ndarray(parameters, parameter_bounds) for parameters, parameter_bounds in found]
     sizes = {problem.state.size for problem in problems}
     if len(sizes) != 1 or any((b is None) != (bounds[0] is None) for b in bounds) or (
             bounds[0] is not None and any(not np.array_equal(b, bounds[0]) for b in bounds)):

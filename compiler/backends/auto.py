@@ -80,7 +80,7 @@ class AutoKernel(TorchKernel):
         """What the fused kernels read of the hyperparameters, in ``dtype`` and without gradients: the
         lengthscales, the softmaxed weights and the outputscale (for a frozen kernel)."""
         with torch.no_grad():
-            return self.lengthscale.to(dtype), self.sum_weights().to(dtype), self.outputscale.to(dtype)
+            return tuple(h.to(dtype) for h in self.fused_parameters())
 
     def uses_fused_path(self, x1: torch.Tensor, x2: torch.Tensor, diag: bool) -> bool:
         """Whether ``forward`` would try the fused kernels for these inputs (triton on CUDA, C above the size)."""

@@ -55,6 +55,11 @@ class FlatParameterKernel(HyperparameterMixin, Kernel):
     def lengthscale(self) -> torch.Tensor:
         return self.raw_lengthscale_constraint.transform(self.raw_lengthscale)
 
+    def fused_parameters(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the fused kernels read of the hyperparameters, differentiable: the lengthscales ``[*b, P]``, the
+        softmaxed weights ``[*b, W]`` and the outputscale ``[*b]``."""
+        return self.lengthscale, self.sum_weights(), self.outputscale
+
     def _flat_values(self):
         return self.outputscale, self.lengthscale, self.weight_logits
 

@@ -156,8 +156,8 @@ def fused_forward(module: FlatParameterKernel, kernels: FusedKernels, config: An
 
     The kernel's batch shape is broadcast against the inputs' and flattened into ``B``.
     Inputs must already have passed ``check_inputs``. ``hyperparameters``: the module's
-    ``(lengthscale [*batch, P], softmaxed weights [*batch, W], outputscale [*batch])`` computed
-    beforehand (a frozen kernel's), else read from the module.
+    ``fused_parameters()`` computed beforehand (a frozen kernel's, or several stacked), else read from the
+    module.
     """
     symmetric = x1 is x2 and not diag  # the diag path is cheap; no symmetric special case
     dtype = compute_dtype(module, x1, x2)
@@ -174,7 +174,7 @@ def fused_forward(module: FlatParameterKernel, kernels: FusedKernels, config: An
     n, m, d = x1.size(-2), x2.size(-2), x1.size(-1)
     P, W, B = ir.num_lengthscales, ir.num_weights, math.prod(batch)
     if hyperparameters is None:
-        hyperparameters = (module.lengthscale, module.sum_weights(), module.outputscale)
+        hyperparameters = module.fused_parameters()
     lengthscale, weights, outputscale = (h.to(dtype) for h in hyperparameters)
     ls = lengthscale.expand(*batch, P).reshape(B, P).contiguous()
     w = weights.expand(*batch, W).reshape(B, W).contiguous()
