@@ -291,27 +291,31 @@ class SharedKernelMLL:
             return None
         return cls(closures)
 
-    def _K(self) -> Tensor:
-        """Every model's ``K`` at the training inputs, ``[k, n, n]``, with gradients for the hyperparameters."""
-        first, k = self.kernels[0], len(self.kernels)
-        X = self.X.expand(k, *self.X.shape)  # x1 is x2: the symmetric kernels
-        if first.uses_fused_path(X, X, False):
-            stacked = zip(*(kernel.fused_parameters() for kernel in self.kernels))
+    def _K(self, models: Sequence[int]) -> Tensor:
+        """``K`` of each of ``models`` (indices) at the training inputs, ``[k, n, n]``, with gradients for the
+        hyperparameters."""
+        kernels = [self.kernels[i] for i in models]
+        X = self.X.expand(len(kernels), *self.X.shape)  # x1 is x2: the symmetric kernels
+        if kernels[0].uses_fused_path(X, X, False):
+            stacked = zip(*(kernel.fused_parameters() for kernel in kernels))
             hyperparameters = tuple(torch.stack(group) for group in stacked)
-            K = first.fused(X, X, False, hyperparameters)
+            K = kernels[0].fused(X, X, False, hyperparameters)
             if K is not None:
                 return K
-        return torch.stack([kernel.forward(self.X, self.X) for kernel in self.kernels])
+        return torch.stack([kernel.forward(self.X, self.X) for kernel in kernels])
 
-    def __call__(self) -> tuple[Tensor, list[tuple[Tensor | None, ...]]]:
-        """Every model's loss ``[k]`` and its gradients (as `DenseMLL` returns them)."""
+    def __call__(self, models: Sequence[int] | None = None) -> tuple[Tensor, list[tuple[Tensor | None, ...]]]:
+        """The loss ``[k]`` and the gradients (as `DenseMLL` returns them) of each of ``models`` (indices; default
+        all), in that order: a model whose fit has finished costs nothing more."""
         n = self.n
-        K = self._K()
-        noise = torch.stack([c.model.likelihood.noise.reshape(-1).expand(n) for c in self.closures])  # [k, n]
-        mean = torch.stack([c.model.mean_module(self.X) for c in self.closures])
-        fit, surrogate = dense_objective(K, noise, mean, self.y, self.constant)
-        log_prior = torch.stack([c.log_prior() for c in self.closures])
-        parameters = [c.parameters for c in self.closures]
+        models = list(range(len(self.closures)) if models is None else models)
+        chosen = [self.closures[i] for i in models]
+        K = self._K(models)
+        noise = torch.stack([c.model.likelihood.noise.reshape(-1).expand(n) for c in chosen])  # [k, n]
+        mean = torch.stack([c.model.mean_module(self.X) for c in chosen])
+        fit, surrogate = dense_objective(K, noise, mean, self.y[models], self.constant)
+        log_prior = torch.stack([c.log_prior() for c in chosen])
+        parameters = [c.parameters for c in chosen]
         gradients = torch.autograd.grad((surrogate - log_prior).sum() / n, [p for group in parameters for p in group],
                                         allow_unused=True)
         split, start = [], 0
@@ -353,9 +357,9 @@ def fit_dense_together(mlls: Sequence[ExactMarginalLogLikelihood], options: Mapp
     def objective(x: np.ndarray, batch_indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
         for row, i in zip(x, batch_indices):
             problems[i].state = row
-        values, gradients = joint()
-        flat = [_flat_gradient(gradients[i], problems[i]) for i in batch_indices]
-        return values.detach()[batch_indices].cpu().numpy(), np.stack(flat)
+        values, gradients = joint(batch_indices)
+        flat = [_flat_gradient(g, problems[i]) for g, i in zip(gradients, batch_indices)]
+        return values.detach().cpu().numpy(), np.stack(flat)
 
     settings = {_BATCHED_OPTIONS[key]: value for key, value in options.items()}
     if "ftol" in settings:

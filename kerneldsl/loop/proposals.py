@@ -48,6 +48,7 @@ rounding is feasible and new.
 from __future__ import annotations
 
 import math
+import re
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -75,6 +76,7 @@ from ..space.space import Space
 from .acquisition import Incumbent, analytic_tick, analytic_tock, qLogCostImprovement, tock_acquisition
 from .history import History, ModelData, truncated_mean
 from .options import SMALL_MODEL_POINTS, AcquisitionOptions, ModelOptions
+from .restarts import HALTED_RESTART, MergedRestarts
 from .proposer import BaseProposer, Proposal, ProposalRequest, is_duplicate, random_point, seed_for
 from .trial import Phase
 
@@ -262,10 +264,10 @@ class TickTockProposer(BaseProposer):
         alternating optimiser's best."""
         with warnings.catch_warnings():
             # A restart whose line search ends abnormally (scipy's status 2: at a flat optimum or against a bound)
-            # keeps the best point it reached, as botorch says; its warning's remedies name botorch's arguments,
-            # which a study's user does not pass (it reached users as "while proposing, 6 x RuntimeWarning:
-            # Optimization failed in `gen_candidates_scipy` ...").
-            warnings.filterwarnings("ignore", message=ABNORMAL_RESTART, category=RuntimeWarning)
+            # keeps the best point it reached, as botorch says, and so does one `MergedRestarts` stopped; the
+            # warning's remedies name botorch's arguments, which a study's user does not pass (it reached users
+            # as "while proposing, 6 x RuntimeWarning: Optimization failed in `gen_candidates_scipy` ...").
+            warnings.filterwarnings("ignore", message=STOPPED_RESTARTS, category=RuntimeWarning)
             return self._search(acquisition, X_ok, index)
 
     def _search(self, acquisition: AcquisitionFunction, X_ok: Tensor, index: int) -> list[tuple[Tensor, float, str]]:
@@ -295,10 +297,13 @@ class TickTockProposer(BaseProposer):
                     )
                 else:
                     starts = self._starting_points(target, X_ok, index, combination.fixed, restarts, raw_samples)
+                    free = [i for i in range(bounds.shape[-1]) if i not in combination.fixed]  # what L-BFGS-B moves
+                    options = {"maxiter": 200, "callback": MergedRestarts(bounds[:, free], len(starts)),
+                               **self._continuous_options()}
                     x, value = optimize_acqf(
                         target, bounds=bounds, q=1, num_restarts=len(starts), batch_initial_conditions=starts,
                         fixed_features=combination.fixed, inequality_constraints=constraints,
-                        options={"maxiter": 200, **self._continuous_options()}, return_best_only=False,
+                        options=options, return_best_only=False,
                     )
             except (SamplingError, CandidateGenerationError) as exc:  # no feasible point on this branch
                 skipped.append(f"{_describe(combination)}: {exc}")
@@ -357,8 +362,12 @@ class TickTockProposer(BaseProposer):
         return starts
 
 
-ABNORMAL_RESTART = r"(?s)Optimization failed in `gen_candidates_scipy`.*status 2 and message ABNORMAL"
-"""botorch's warning about a restart whose L-BFGS-B line search ended abnormally (it keeps its point)."""
+_STOPPED_RESTART = (r"OptimizationWarning\('Optimization failed within `scipy.optimize.minimize` with status 2 and "
+                    rf"message (?:ABNORMAL: [^']*|{re.escape(HALTED_RESTART)})\.'\)")
+STOPPED_RESTARTS = (r"Optimization failed in `gen_candidates_scipy` with the following warning\(s\):\n"
+                    rf"\[(?:{_STOPPED_RESTART}, )*{_STOPPED_RESTART}\]\n")
+"""botorch's warning about restarts that stopped early and keep their points: L-BFGS-B line searches that ended
+abnormally, and restarts `MergedRestarts` stopped. A warning that names anything else is shown."""
 
 
 @dataclass(frozen=True)

@@ -194,12 +194,12 @@ def test_an_abnormal_restart_warning_is_recognised():
     of ``gen_candidates_scipy``."""
     import re
 
-    from kerneldsl.loop.proposals import ABNORMAL_RESTART
+    from kerneldsl.loop.proposals import STOPPED_RESTARTS
 
     abnormal = ("Optimization failed in `gen_candidates_scipy` with the following warning(s):\n"
                 "[OptimizationWarning('Optimization failed within `scipy.optimize.minimize` with status 2 and message "
                 "ABNORMAL: .')]\nBecause you specified `batch_initial_conditions` larger than required `num_restarts`, "
                 "optimization will not be retried with new initial conditions and will proceed with the current solution.")
-    assert re.match(ABNORMAL_RESTART, abnormal, re.I)
+    assert re.match(STOPPED_RESTARTS, abnormal, re.I)
     other = abnormal.replace("status 2 and message ABNORMAL", "status 1 and message STOP: TOTAL NO. OF ITERATIONS")
-    assert not re.match(ABNORMAL_RESTART, other, re.I)
+    assert not re.match(STOPPED_RESTARTS, other, re.I)
