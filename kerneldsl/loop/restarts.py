@@ -40,21 +40,30 @@ class MergedRestarts:
     def __init__(self, bounds: Tensor, starts: int):
         width = (bounds[1] - bounds[0]).detach().cpu().double().numpy()
         self.scale = np.where(width > 0, width, 1.0)
-        self.starts = starts
-        self.latest: dict[int, tuple[np.ndarray, float]] = {}
+        self.rows: dict[int, int] = {}  # iterate array's id -> its start's row
+        self.points = np.full((starts, len(self.scale)), np.nan)  # each start's last point, in fractions of the box
+        self.values = np.full(starts, np.inf)  # and its value (inf: not seen yet, or stopped)
+        self.active = True
         self.halted = 0
 
     def __call__(self, intermediate_result: OptimizeResult) -> None:
-        key, value = id(intermediate_result.x), float(intermediate_result.fun)
-        point = np.asarray(intermediate_result.x, dtype=np.float64).reshape(-1)
-        if point.shape != self.scale.shape or (key not in self.latest and len(self.latest) >= self.starts):
-            self.starts = 0  # not the box the starts move in, or starts that cannot be told apart
-        if not self.starts:
+        if not self.active:
             return
+        key = id(intermediate_result.x)
+        point = np.asarray(intermediate_result.x, dtype=np.float64).reshape(-1)
+        row = self.rows.get(key)
+        if row is None:
+            row = len(self.rows)
+            if row >= len(self.values) or point.shape != self.scale.shape:
+                self.active = False  # starts that cannot be told apart, or not the box they move in
+                return
+            self.rows[key] = row
         point = point / self.scale
-        for other, (where, best) in self.latest.items():
-            if other != key and best <= value and np.abs(point - where).max() < MERGE_DISTANCE:
-                self.latest.pop(key, None)
-                self.halted += 1
-                raise StopIteration
-        self.latest[key] = (point, value)
+        value = float(intermediate_result.fun)
+        near = (np.abs(self.points - point).max(axis=1) < MERGE_DISTANCE) & (self.values <= value)
+        near[row] = False
+        if near.any():
+            self.values[row] = np.inf
+            self.halted += 1
+            raise StopIteration
+        self.points[row], self.values[row] = point, value
