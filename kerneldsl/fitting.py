@@ -38,7 +38,7 @@ from gpytorch.likelihoods import GaussianLikelihood
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior, LogNormalPrior, NormalPrior, Prior
 from linear_operator.utils.cholesky import psd_safe_cholesky
-from linear_operator.utils.errors import NotPSDError
+from linear_operator.utils.errors import NanError, NotPSDError
 from scipy.optimize import minimize
 from torch import Tensor
 
@@ -336,7 +336,8 @@ def fit_dense_together(mlls: Sequence[ExactMarginalLogLikelihood], options: Mapp
     (converged or out of iterations), with the models in eval mode.
 
     False, with every parameter put back, where they cannot be fitted together (no `SharedKernelMLL`, options
-    the batched optimiser does not take) or a fit failed: the caller fits them one by one.
+    the batched optimiser does not take) or a fit failed (a factor that is not positive definite, NaN kernel
+    entries, an abnormal line search): the caller fits them one by one.
     """
     options = dict(options or {})
     if any(key not in _BATCHED_OPTIONS for key in options):
@@ -368,7 +369,7 @@ def fit_dense_together(mlls: Sequence[ExactMarginalLogLikelihood], options: Mapp
         xs, fs, results = fmin_l_bfgs_b_batched(
             objective, np.stack(starts), bounds=None if bounds[0] is None else [tuple(b) for b in bounds[0]],
             pass_batch_indices=True, **settings)
-    except NotPSDError:
+    except (NotPSDError, NanError):  # e.g. a step to a lengthscale of 0: NaN kernel entries
         results = None
     if results is None or any(result.status not in (0, 1) for result in results) or not np.isfinite(fs).all():
         for problem, start in zip(problems, starts):

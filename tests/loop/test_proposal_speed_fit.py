@@ -142,3 +142,50 @@ def test_fitting_together_gives_each_models_own_fit(loss_kernel):
             assert not model.training and together[name].last_fit_error is None
             for (key, got), (_, want) in zip(model.named_parameters(), expected.named_parameters()):
                 torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-8, msg=f"{name} {key} at n = {n}")
+
+
+def test_a_joint_fit_that_meets_nan_kernel_entries_falls_back_to_fitting_one_by_one(monkeypatch):
+    """A step to extreme hyperparameters can make kernel entries NaN (a Matern at a zero lengthscale), which
+    ``psd_safe_cholesky`` reports as ``NanError``: the joint fit gives up with every parameter put back, and
+    `fit_together` fits the models one by one (botorch's fit and its retries where the dense one fails too)."""
+    from linear_operator.utils.errors import NanError
+
+    X, ys, outputs = _two_outputs()
+    models = [outputs[name].prepared(X, y) for name, y in zip(("loss", "cost"), ys)]
+    mlls = [ExactMarginalLogLikelihood(model.likelihood, model) for model in models]
+    before = [{k: v.clone() for k, v in model.state_dict().items()} for model in models]
+
+    def nan_kernel(self, models=None):
+        raise NanError("cholesky_cpu: 196 of 196 elements of the torch.Size([1, 14, 14]) tensor are NaN.")
+
+    monkeypatch.setattr(SharedKernelMLL, "__call__", nan_kernel)
+    assert not fit_dense_together(mlls, {"ftol": 1e-6})
+    for model, state in zip(models, before):
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(value, state[key], msg=key)
+    fitted = fit_together([outputs["loss"], outputs["cost"]], X, ys)
+    assert len(fitted) == 2 and not any(model.training for model in fitted)
+    assert outputs["loss"].last_fit_error is None and outputs["cost"].last_fit_error is None
+
+
+def test_a_study_on_a_steep_function_survives_a_fit_step_to_nan_kernel_entries():
+    """Rosenbrock in 4-D (losses from 0 to thousands), seed 2: the first model-based ask's joint fit stepped to
+    NaN kernel entries, and the ``NanError`` ended the study (sessions 6 and before)."""
+    import warnings
+
+    from botorch.test_functions import Rosenbrock
+
+    space = kd.Space([kd.Scalar(f"x{i}", -2.0, 2.0) for i in range(4)])
+    rosenbrock = Rosenbrock(dim=4)
+
+    def objective(config):
+        x = space.to_search([config], dtype=torch.float64)
+        return {"loss": float(rosenbrock(x)[0]), "cost": 1.0 + float(x[0, 0].abs())}
+
+    study = kd.Study(space, 2.0, n_init=8, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(10):
+            trial = study.ask()
+            study.tell(trial, objective(trial.config))
+    assert len([t for t in study.trials if t.loss is not None]) == 10
