@@ -139,15 +139,15 @@ fig
 #
 # A study's proposal fits its loss and cost models and optimises the tick or tock acquisition;
 # ``benchmarks/proposals.py`` times it against Optuna's ``GPSampler`` doing the same job (kerneldsl / ``GPSampler``, one
-# thread, seconds per model-based ask, quiet machine; ``benchmarks/RESULTS.md``):
+# thread, seconds per model-based ask, quiet machine, medians of 3 asks, cont8 of 11; ``benchmarks/RESULTS.md``):
 #
 # ============================================  ===========  ===========  ===========
 # space                                         n = 10       n = 100      n = 300
 # ============================================  ===========  ===========  ===========
-# mixed4: a log scalar, two log ints, a choice  0.14 / 0.41  0.22 / 0.34  0.25 / 0.74
-# cont8: eight log scalars                      0.09 / 0.05  0.09 / 0.11  0.16 / 0.53
-# digits, its hands-on kernels                  0.39 / 0.77  0.45 / 1.05  0.48 / 1.50
-# MNIST, 19 parameters, 25-term kernel          0.57 / 1.59  0.77 / 1.51  0.85 / 3.00
+# mixed4: a log scalar, two log ints, a choice  0.13 / 0.39  0.18 / 0.33  0.23 / 0.71
+# cont8: eight log scalars                      0.07 / 0.06  0.08 / 0.13  0.09 / 0.60
+# digits, its hands-on kernels                  0.38 / 0.78  0.45 / 1.01  0.48 / 1.52
+# MNIST, 19 parameters, 25-term kernel          0.56 / 1.69  0.85 / 1.50  0.92 / 3.15
 # ============================================  ===========  ===========  ===========
 #
 # What a study does for it, and what you can do:
@@ -161,6 +161,10 @@ fig
 #   A hands-on cost kernel buys a better cost model at the price of that sharing.
 # * With nothing pending, tick and tock are closed forms (``analytic=True``); with pending trials
 #   (``ask(n)``, several workers) the Monte-Carlo forms run, about twice as long.
+# * The acquisition's starts stop once they come within 3% of the range of a start at least as
+#   good (``kerneldsl.loop.restarts.MergedRestarts``): on small models most starts climb one
+#   optimum, and the batch no longer waits for the slowest. ``acq_options={"callback": None}``
+#   runs every start to convergence.
 # * Proposals run on one torch thread up to 1000 trials (``threads=`` overrides it); the
 #   caller's thread count is restored.
 # * With several workers ``optimize`` makes the next proposal while trials run, so a worker
