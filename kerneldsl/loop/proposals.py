@@ -23,7 +23,8 @@ Mixed spaces: choices and integers are optimised as discrete values.
   botorch's ``optimize_acqf_mixed`` with a fixed-feature list. A branch with active
   integers goes to botorch's ``optimize_acqf_mixed_alternating`` (its integers as
   ``discrete_dims``); a branch without them to ``optimize_acqf`` from starts drawn out of
-  Sobol points of the branch and the observed points moved onto it. ``num_restarts``
+  Sobol points of the branch and the observed points moved onto it, a start stopping once it
+  merges with a better one (`kerneldsl.loop.restarts.MergedRestarts`). ``num_restarts``
   and ``raw_samples`` are shared out among the branches (`TickTockProposer._per_branch`), so a
   proposal's effort does not grow with the number of branches.
 * Many branches: one ``optimize_acqf_mixed_alternating`` run over the whole space
@@ -77,8 +78,8 @@ from ..space.space import Space
 from .acquisition import Incumbent, analytic_tick, analytic_tock, qLogCostImprovement, tock_acquisition
 from .history import History, ModelData, truncated_mean
 from .options import SMALL_MODEL_POINTS, AcquisitionOptions, ModelOptions
-from .restarts import HALTED_RESTART, MergedRestarts
 from .proposer import BaseProposer, Proposal, ProposalRequest, is_duplicate, random_point, seed_for
+from .restarts import HALTED_RESTART, MergedRestarts
 from .trial import Phase
 
 __all__ = ["TickTockProposer", "output_models", "proposal_threads", "MAX_ENUMERATED_COMBINATIONS", "MAX_DISCRETE_INT_VALUES"]

@@ -7,7 +7,8 @@ proposals 6-7 of 8 starts ended on the best one's optimum), so most evaluations 
 iterations refine one point several times over. `MergedRestarts` is the optimiser's callback that stops a
 start once it is within `MERGE_DISTANCE` of a start whose value is at least as good: the better start goes
 on to the optimum; the stopped one keeps the point it reached. In those 12 proposals it cut the
-acquisition's evaluations by 17% and changed no best value by more than 1e-9.
+acquisition's evaluations by 22% and moved no best value by more than 1e-9 (``benchmarks/merged_restarts.py``;
+with pending points, Monte-Carlo acquisitions, by at most 4e-4 in log acquisition value).
 """
 
 from __future__ import annotations
