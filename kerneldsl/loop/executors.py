@@ -291,10 +291,7 @@ class _ProcessPool(_Futures):
         if pid is None:
             return super().cancel(future, call)
         self._timed_out.add(call.trial)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        _kill(pid)
         return "it did not stop: its worker process was killed and the process pool replaced"
 
     def _pid_of(self, trial: int) -> int | None:
@@ -355,10 +352,7 @@ class _ProcessPool(_Futures):
                 spawned = [pid for pid in spawned if _exists(pid)]
                 time.sleep(0.02)
             for pid in spawned:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                _kill(pid)
         broken.shutdown(wait=True)
 
     def close(self, interrupted: bool = False) -> None:
@@ -381,9 +375,17 @@ def _exists(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # it exists, owned by another user
+        pass
     return True
+
+
+def _kill(pid: int) -> None:
+    """SIGKILL process ``pid``, if it is still there to be killed."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 class _Dask(TrialPool):

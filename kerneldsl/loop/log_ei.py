@@ -74,15 +74,24 @@ def _log_Phi(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return value, np.exp(_log_phi(z) - value)
 
 
+def _on_host(x: Tensor) -> np.ndarray:
+    """``x``'s values as a float64 array on the host."""
+    return x.detach().to("cpu", torch.float64).numpy()
+
+
+def _like(values: np.ndarray, x: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Host ``values`` as a tensor of ``x``'s dtype and device, of ``shape``."""
+    return torch.from_numpy(values).to(x).reshape(shape)
+
+
 class _OnHost(torch.autograd.Function):
     """``f(x)`` elementwise from a host function returning the value and the slope."""
 
     @staticmethod
     def forward(ctx, x: Tensor, function) -> Tensor:
-        host = x.detach().to("cpu", torch.float64).reshape(-1).numpy()
-        value, slope = function(host)
-        ctx.save_for_backward(torch.from_numpy(slope).to(x).reshape(x.shape))
-        return torch.from_numpy(value).to(x).reshape(x.shape)
+        value, slope = function(_on_host(x).reshape(-1))
+        ctx.save_for_backward(_like(slope, x, x.shape))
+        return _like(value, x, x.shape)
 
     @staticmethod
     @once_differentiable
@@ -124,10 +133,9 @@ class _WithinBounds(torch.autograd.Function):
     @staticmethod
     def forward(ctx, mean: Tensor, variance: Tensor, spec: tuple) -> Tensor:
         m = mean.shape[-1]
-        host = [t.detach().to("cpu", torch.float64).reshape(-1, m).numpy() for t in (mean, variance)]
-        value, d_mean, d_variance = _within_bounds(*host, *spec)
-        ctx.save_for_backward(*(torch.from_numpy(d).to(mean).reshape(mean.shape) for d in (d_mean, d_variance)))
-        return torch.from_numpy(value).to(mean).reshape(mean.shape[:-1])
+        value, d_mean, d_variance = _within_bounds(*(_on_host(t).reshape(-1, m) for t in (mean, variance)), *spec)
+        ctx.save_for_backward(*(_like(d, mean, mean.shape) for d in (d_mean, d_variance)))
+        return _like(value, mean, mean.shape[:-1])
 
     @staticmethod
     @once_differentiable
