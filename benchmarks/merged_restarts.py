@@ -92,7 +92,7 @@ class PairedOptimisations:
 
     def __call__(self, acquisition, **kwargs):
         options = {key: value for key, value in kwargs["options"].items() if key != "callback"}
-        counted = _Counting(acquisition)
+        counted = Counting(acquisition)
         x, value = self.optimize_acqf(counted, **{**kwargs, "options": options})
         without = counted.evaluations
         counted.evaluations = 0
@@ -106,7 +106,7 @@ class PairedOptimisations:
         return x, value
 
 
-class _Counting(AcquisitionFunction):
+class Counting(AcquisitionFunction):
     def __init__(self, acquisition: AcquisitionFunction):
         super().__init__(model=acquisition.model)
         self.acquisition, self.evaluations = acquisition, 0
@@ -158,23 +158,28 @@ def main() -> None:
     if args.part == "acquisition":
         acquisition_part(args)
         return
+    search_part(args, VARIANTS)
+
+
+def search_part(args: argparse.Namespace, variants: dict[str, dict]) -> None:
+    """Each seed's search with each of the two ``variants`` (study keywords), the first against the second, paired."""
+    first, second = variants
     for name in args.functions.split(","):
         runs = {variant: [run(name, seed, args.trials, options) for seed in range(args.seeds)]
-                for variant, options in VARIANTS.items()}
+                for variant, options in variants.items()}
         best = {variant: [r["best"] for r in rows] for variant, rows in runs.items()}
-        diffs = [a - b for a, b in zip(best["merged"], best["every start"])]
+        diffs = [a - b for a, b in zip(best[first], best[second])]
         mean = statistics.fmean(diffs)
         se = statistics.stdev(diffs) / len(diffs) ** 0.5
         seconds = {variant: statistics.median(r["acquisition_seconds"] for r in rows) for variant, rows in runs.items()}
-        print(f"{name}: best loss merged {statistics.fmean(best['merged']):.4f}, every start "
-              f"{statistics.fmean(best['every start']):.4f}; paired {mean:+.4f} ± {se:.4f} (merged better on "
-              f"{sum(d < 0 for d in diffs)} of {len(diffs)}); acquisition seconds {seconds['merged']:.4f} against "
-              f"{seconds['every start']:.4f}")
+        print(f"{name}: best loss {first} {statistics.fmean(best[first]):.4f}, {second} "
+              f"{statistics.fmean(best[second]):.4f}; paired {mean:+.4f} ± {se:.4f} ({first} better on "
+              f"{sum(d < 0 for d in diffs)} of {len(diffs)}, worse on {sum(d > 0 for d in diffs)}); acquisition "
+              f"seconds {seconds[first]:.4f} against {seconds[second]:.4f}")
         if args.out:
             with open(args.out, "a") as out:
                 out.write(json.dumps({"part": "search", "function": name, "seeds": args.seeds, "trials": args.trials,
                                       "runs": runs}) + "\n")
-
 
 if __name__ == "__main__":
     main()

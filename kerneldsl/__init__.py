@@ -21,8 +21,8 @@ from .compiler.lower import compile_ir
 from .compiler.options import KernelOptions
 from .evaluation import CrossValidationError, Sweep, SweepError, cross_validate, kernel_model, load_sweep, loo_cv
 from .loop import (AcquisitionOptions, BaseProposer, Budget, CostStopping, History, JournalBusy, JournalError, ModelOptions, Phase,
-                   Proposal, ProposalRequest, RandomProposer, ReadOnlyStudy, Report, Schedule, Study, StudyError,
-                   SyntheticTask, TickTockProposer, TickTockResult, Trial, TrialState, tick_tock)
+                   Proposal, ProposalRequest, RandomProposer, ReadOnlyStudy, Report, Schedule, StartWeights, Study,
+                   StudyError, SyntheticTask, TickTockProposer, TickTockResult, Trial, TrialState, tick_tock)
 from .model import KernelGP, default_feature_chain
 from .space import (Add, Chain, Choice, ConfigError, FeatureTransform, Int, LinearConstraint, Log, Mean, Multiply,
                     OneHot, PassThrough, RelativeToMean, SamplingError, Scalar, Space, SpaceError, Subtract,
@@ -41,4 +41,4 @@ __all__ = ["__version__", "compile", "build", "compile_ir", "KernelIR", "KernelO
            "Study", "StudyError", "Trial", "TrialState", "Phase", "tick_tock", "TickTockResult", "SyntheticTask",
            "JournalError", "JournalBusy", "CostStopping", "Budget", "Report", "Schedule", "ModelOptions", "AcquisitionOptions",
            "BaseProposer", "ProposalRequest", "Proposal", "RandomProposer", "TickTockProposer", "History",
-           "ReadOnlyStudy", "SurrogateTask"]
+           "ReadOnlyStudy", "SurrogateTask", "StartWeights"]

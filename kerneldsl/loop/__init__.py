@@ -7,6 +7,7 @@ from .journal import JournalBusy, JournalError, read_journal
 from .options import AcquisitionOptions, ModelOptions, Schedule
 from .proposals import TickTockProposer
 from .proposer import BaseProposer, Proposal, ProposalRequest, RandomProposer
+from .restarts import StartWeights
 from .results import TickTockResult
 from .study import ReadOnlyStudy, Study, StudyError
 from .stopping import CostStopping
@@ -17,4 +18,4 @@ from .trial import Phase, Report, Trial, TrialState
 __all__ = ["Study", "StudyError", "ReadOnlyStudy", "Trial", "TrialState", "Phase", "tick_tock", "TickTockResult",
            "SyntheticTask", "JournalError", "JournalBusy", "read_journal", "CostStopping", "Budget", "Report", "Schedule",
            "ModelOptions", "AcquisitionOptions", "BaseProposer", "ProposalRequest", "Proposal", "RandomProposer",
-           "TickTockProposer", "History"]
+           "TickTockProposer", "History", "StartWeights"]

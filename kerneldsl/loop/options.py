@@ -24,6 +24,7 @@ import torch
 from ..model import DEFAULT_KERNEL
 from .budget import Budget
 from .history import LossScale
+from .restarts import StartWeights
 from .trial import Phase, phase_of
 
 __all__ = ["Schedule", "ModelOptions", "AcquisitionOptions", "StudyOptions", "SETTINGS", "CHECKED_SETTINGS",
@@ -144,7 +145,10 @@ class AcquisitionOptions:
     The caller's thread count is restored after each proposal. ``analytic``: when no trial is pending and
     some finished trial is within budget, use the closed forms of tick and tock (log EI times the probability
     of feasibility, incumbent at its posterior mean; `kerneldsl.loop.acquisition.analytic_tock`) instead of
-    Monte Carlo over joint samples with the reference points; with pending points it is always Monte Carlo."""
+    Monte Carlo over joint samples with the reference points; with pending points it is always Monte Carlo.
+    ``start_weights``: how the closed forms' restarts are drawn from the raw points (`StartWeights`, or its value
+    as a string): by the acquisition's value (default), or by botorch's Boltzmann weights, which the Monte-Carlo
+    forms always use (`kerneldsl.loop.restarts`)."""
 
     num_restarts: int = 8
     raw_samples: int = 256
@@ -154,8 +158,16 @@ class AcquisitionOptions:
     min_tick_gain: float = 1e-3
     threads: int | None = None
     analytic: bool = True
+    start_weights: StartWeights = StartWeights.VALUE
 
     def __post_init__(self):
+        if not isinstance(self.start_weights, StartWeights):
+            valid = ", ".join(repr(w.value) for w in StartWeights)
+            try:
+                object.__setattr__(self, "start_weights", StartWeights(self.start_weights))
+            except ValueError:
+                raise ValueError(f"AcquisitionOptions: start_weights must be a kerneldsl.StartWeights or one of "
+                                 f"{valid}, got {self.start_weights!r}") from None
         for name in ("num_restarts", "raw_samples", "mc_samples"):
             check_count("AcquisitionOptions", name, getattr(self, name), positive=True)
         if self.threads is not None:

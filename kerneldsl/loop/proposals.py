@@ -79,7 +79,7 @@ from .acquisition import Incumbent, analytic_tick, analytic_tock, qLogCostImprov
 from .history import History, ModelData, truncated_mean
 from .options import SMALL_MODEL_POINTS, AcquisitionOptions, ModelOptions
 from .proposer import BaseProposer, Proposal, ProposalRequest, is_duplicate, random_point, seed_for
-from .restarts import HALTED_RESTART, MergedRestarts
+from .restarts import HALTED_RESTART, MergedRestarts, StartWeights, starts_by_value
 from .trial import Phase
 
 __all__ = ["TickTockProposer", "output_models", "proposal_threads", "MAX_ENUMERATED_COMBINATIONS", "MAX_DISCRETE_INT_VALUES"]
@@ -251,7 +251,8 @@ class TickTockProposer(BaseProposer):
         else:
             acquisition = qLogCostImprovement(search.model, data.X_within, search.max_cost, sampler=sampler,
                                               eta=options.eta, X_pending=pending)
-        found = self._maximise(acquisition, data.X_ok, index)
+        weights = options.start_weights if closed_form else StartWeights.BOLTZMANN
+        found = self._maximise(acquisition, data.X_ok, index, weights)
         # Best first: the exactly rounded candidate must satisfy the constraints and be new.
         for rank, (candidate, value, how) in enumerate(sorted(found, key=lambda item: -item[1])):
             x = self.space.round(candidate.reshape(1, -1))[0]
@@ -261,18 +262,20 @@ class TickTockProposer(BaseProposer):
         return (self.random_point(index, seen),
                 "random: every optimised candidate was already asked or infeasible after rounding", None)
 
-    def _maximise(self, acquisition: AcquisitionFunction, X_ok: Tensor, index: int) -> list[tuple[Tensor, float, str]]:
+    def _maximise(self, acquisition: AcquisitionFunction, X_ok: Tensor, index: int,
+                  weights: StartWeights) -> list[tuple[Tensor, float, str]]:
         """Candidates ``(x [d], value, how)``: several per branch when branches are enumerated, else the
-        alternating optimiser's best."""
+        alternating optimiser's best. ``weights``: how the continuous branches' restarts are drawn."""
         with warnings.catch_warnings():
             # A restart whose line search ends abnormally (scipy's status 2: at a flat optimum or against a bound)
             # keeps the best point it reached, as botorch says, and so does one `MergedRestarts` stopped; the
             # warning's remedies name botorch's arguments, which a study's user does not pass (it reached users
             # as "while proposing, 6 x RuntimeWarning: Optimization failed in `gen_candidates_scipy` ...").
             warnings.filterwarnings("ignore", message=STOPPED_RESTARTS, category=RuntimeWarning)
-            return self._search(acquisition, X_ok, index)
+            return self._search(acquisition, X_ok, index, weights)
 
-    def _search(self, acquisition: AcquisitionFunction, X_ok: Tensor, index: int) -> list[tuple[Tensor, float, str]]:
+    def _search(self, acquisition: AcquisitionFunction, X_ok: Tensor, index: int,
+                weights: StartWeights) -> list[tuple[Tensor, float, str]]:
         bounds = self.space.bounds.to(dtype=self.dtype, device=self.device)
         constraints = self.space.inequality_constraints(dtype=self.dtype, device=self.device) or None
         if self.combinations is None:
@@ -298,7 +301,8 @@ class TickTockProposer(BaseProposer):
                         fixed_features=combination.fixed, inequality_constraints=constraints,
                     )
                 else:
-                    starts = self._starting_points(target, X_ok, index, combination.fixed, restarts, raw_samples)
+                    starts = self._starting_points(target, X_ok, index, combination.fixed, restarts, raw_samples,
+                                                   weights)
                     free = [i for i in range(bounds.shape[-1]) if i not in combination.fixed]  # what L-BFGS-B moves
                     options = {"maxiter": 200, "callback": MergedRestarts(bounds[:, free], len(starts)),
                                **self._continuous_options()}
@@ -339,10 +343,11 @@ class TickTockProposer(BaseProposer):
         return {key: value for key, value in self.options.acq_options.items() if key not in ALTERNATING_OPTIONS}
 
     def _starting_points(self, acquisition: AcquisitionFunction, X_ok: Tensor, index: int, fixed: dict[int, float],
-                         restarts: int, raw_samples: int) -> Tensor:
+                         restarts: int, raw_samples: int, weights: StartWeights) -> Tensor:
         """Restarts for the gradient ascent on one branch: its Sobol points (valid, constraints honoured) and
-        points next to the observed ones moved onto it, ``num_restarts`` of them drawn by acquisition value with
-        botorch's Boltzmann heuristic.
+        points next to the observed ones moved onto it, ``restarts`` of them drawn as ``weights`` says
+        (`kerneldsl.loop.restarts`): the best always, the others with probability proportional to the acquisition's
+        value, or to botorch's Boltzmann weights.
 
         A start is never an observed point itself: the acquisitions sample the joint posterior of the observed
         points and the candidate, which is singular when the candidate repeats one of them (gpytorch then adds
@@ -360,6 +365,8 @@ class TickTockProposer(BaseProposer):
         raw = torch.cat([raw, observed + NEAR_OBSERVED * (towards - observed)]).unsqueeze(-2)  # b x 1 x d
         with torch.no_grad():
             values = torch.cat([acquisition(chunk) for chunk in raw.split(512)])
+        if weights is StartWeights.VALUE:
+            return starts_by_value(raw, values, min(restarts, len(raw)))
         starts, _ = initialize_q_batch(raw, values, n=min(restarts, len(raw)))
         return starts
 
