@@ -23,8 +23,9 @@ Mixed spaces: choices and integers are optimised as discrete values.
   botorch's ``optimize_acqf_mixed`` with a fixed-feature list. A branch with active
   integers goes to botorch's ``optimize_acqf_mixed_alternating`` (its integers as
   ``discrete_dims``); a branch without them to ``optimize_acqf`` from starts drawn out of
-  Sobol points of the branch and the observed points moved onto it, a start stopping once it
-  merges with a better one (`kerneldsl.loop.restarts.MergedRestarts`). ``num_restarts``
+  Sobol points of the branch and the observed points moved onto it (by the acquisition's value for the
+  closed forms, by botorch's Boltzmann weights with pending points: `kerneldsl.loop.restarts`), a start
+  stopping once it merges with a better one (`kerneldsl.loop.restarts.MergedRestarts`). ``num_restarts``
   and ``raw_samples`` are shared out among the branches (`TickTockProposer._per_branch`), so a
   proposal's effort does not grow with the number of branches.
 * Many branches: one ``optimize_acqf_mixed_alternating`` run over the whole space
