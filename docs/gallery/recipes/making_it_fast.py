@@ -145,7 +145,7 @@ fig
 # space                                         n = 10       n = 100      n = 300
 # ============================================  ===========  ===========  ===========
 # mixed4: a log scalar, two log ints, a choice  0.13 / 0.39  0.18 / 0.33  0.23 / 0.71
-# cont8: eight log scalars                      0.07 / 0.06  0.08 / 0.13  0.09 / 0.60
+# cont8: eight log scalars                      0.05 / 0.06  0.06 / 0.13  0.08 / 0.65
 # digits, its hands-on kernels                  0.38 / 0.78  0.45 / 1.01  0.48 / 1.52
 # MNIST, 19 parameters, 25-term kernel          0.56 / 1.69  0.85 / 1.50  0.92 / 3.15
 # ============================================  ===========  ===========  ===========
@@ -161,10 +161,13 @@ fig
 #   A hands-on cost kernel buys a better cost model at the price of that sharing.
 # * With nothing pending, tick and tock are closed forms (``analytic=True``); with pending trials
 #   (``ask(n)``, several workers) the Monte-Carlo forms run, about twice as long.
-# * The acquisition's starts stop once they come within 3% of the range of a start at least as
-#   good (``kerneldsl.loop.restarts.MergedRestarts``): on small models most starts climb one
-#   optimum, and the batch no longer waits for the slowest. ``acq_options={"callback": None}``
-#   runs every start to convergence.
+# * The acquisition's starts are drawn from its raw points with probability proportional to the
+#   closed form's value, as Optuna's ``GPSampler`` draws them (botorch's Boltzmann weights gave
+#   most starts to where the acquisition is nearly zero, and they crawled for 15-25 evaluations;
+#   ``start_weights="boltzmann"`` brings them back), and they stop once they come within 3% of the
+#   range of a start at least as good (``kerneldsl.loop.restarts.MergedRestarts``): on small models
+#   most starts climb one optimum, and the batch no longer waits for the slowest.
+#   ``acq_options={"callback": None}`` runs every start to convergence.
 # * Proposals run on one torch thread up to 1000 trials (``threads=`` overrides it); the
 #   caller's thread count is restored.
 # * With several workers ``optimize`` makes the next proposal while trials run, so a worker
