@@ -116,21 +116,26 @@ class Counting(AcquisitionFunction):
         return self.acquisition(X)
 
 
+def run_asks(name: str, n: int, asks: int, batch: int) -> None:
+    """A study on function ``name``: ``n`` Sobol trials told, then ``asks`` asks of ``batch`` trials, each told."""
+    space, objective = problem(name)
+    study = kd.Study(space, budget(space), n_init=0, initial_configs=initial_configs(space, n, 0), seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for trial in study.ask(n):
+            study.tell(trial, objective(trial.config))
+        for _ in range(asks):
+            for trial in study.ask(batch):
+                study.tell(trial, objective(trial.config))
+
+
 def acquisition_part(args: argparse.Namespace) -> None:
     paired = PairedOptimisations(proposals_module.optimize_acqf)
     proposals_module.optimize_acqf = paired  # the benchmark's own harness: the proposer calls it by this name
     for name in args.functions.split(","):
         for n in (int(v) for v in args.n.split(",")):
-            space, objective = problem(name)
-            study = kd.Study(space, budget(space), n_init=0, initial_configs=initial_configs(space, n, 0), seed=0)
             paired.rows = []
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                for trial in study.ask(n):
-                    study.tell(trial, objective(trial.config))
-                for _ in range(args.asks):
-                    for trial in study.ask(args.batch):
-                        study.tell(trial, objective(trial.config))
+            run_asks(name, n, args.asks, args.batch)
             rows = paired.rows
             without = sum(r["evaluations"][0] for r in rows)
             merged = sum(r["evaluations"][1] for r in rows)

@@ -24,7 +24,6 @@ import argparse
 import json
 import statistics
 import sys
-import warnings
 from pathlib import Path
 
 import torch
@@ -32,10 +31,9 @@ from botorch.optim.initializers import initialize_q_batch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import kerneldsl as kd  # noqa: E402
 import kerneldsl.loop.proposals as proposals_module  # noqa: E402
 from kerneldsl.loop.restarts import MergedRestarts  # noqa: E402
-from merged_restarts import Counting, budget, initial_configs, problem, search_part  # noqa: E402
+from merged_restarts import Counting, run_asks, search_part  # noqa: E402
 
 VARIANTS = {"by value": {}, "Boltzmann": {"start_weights": "boltzmann"}}
 
@@ -90,16 +88,8 @@ def acquisition_part(args: argparse.Namespace) -> None:
     paired.install()  # the benchmark's own harness: the proposer calls these by their module names
     for name in args.functions.split(","):
         for n in (int(v) for v in args.n.split(",")):
-            space, objective = problem(name)
-            study = kd.Study(space, budget(space), n_init=0, initial_configs=initial_configs(space, n, 0), seed=0)
             paired.rows = []
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                for trial in study.ask(n):
-                    study.tell(trial, objective(trial.config))
-                for _ in range(args.asks):
-                    for trial in study.ask(args.batch):
-                        study.tell(trial, objective(trial.config))
+            run_asks(name, n, args.asks, args.batch)
             for rule in ("value", "value (Monte Carlo)", "Boltzmann"):
                 rows = [r for r in paired.rows if r["rule"] == rule]
                 if not rows:
