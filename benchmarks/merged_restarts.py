@@ -148,16 +148,22 @@ def acquisition_part(args: argparse.Namespace) -> None:
                                           "rows": rows}) + "\n")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str, functions: str) -> argparse.ArgumentParser:
+    """The arguments of the paired benchmarks of acquisition restarts (this one and ``restart_starts.py``)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--part", choices=("search", "acquisition"), default="search")
-    parser.add_argument("--functions", default="hartmann6,rosenbrock4")
+    parser.add_argument("--functions", default=functions)
     parser.add_argument("--seeds", type=int, default=40)
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--n", default="10,40", help="acquisition part: finished trials before the asks")
     parser.add_argument("--asks", type=int, default=12, help="acquisition part: asks per function and n")
     parser.add_argument("--batch", type=int, default=1, help="acquisition part: trials per ask")
     parser.add_argument("--out", default=None, help="append one JSON line per function")
+    return parser
+
+
+def main() -> None:
+    parser = arguments(__doc__.splitlines()[0], "hartmann6,rosenbrock4")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.part == "acquisition":

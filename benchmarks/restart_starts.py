@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import kerneldsl.loop.proposals as proposals_module  # noqa: E402
 from kerneldsl.loop.restarts import MergedRestarts  # noqa: E402
-from merged_restarts import Counting, run_asks, search_part  # noqa: E402
+from merged_restarts import Counting, arguments, run_asks, search_part  # noqa: E402
 
 VARIANTS = {"by value": {}, "Boltzmann": {"start_weights": "boltzmann"}}
 
@@ -109,17 +109,9 @@ def acquisition_part(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("search", "acquisition"), default="search")
-    parser.add_argument("--functions", default="hartmann6,rosenbrock4,ackley5")
-    parser.add_argument("--seeds", type=int, default=40)
-    parser.add_argument("--trials", type=int, default=30)
-    parser.add_argument("--n", default="10,40", help="acquisition part: finished trials before the asks")
-    parser.add_argument("--asks", type=int, default=12, help="acquisition part: asks per function and n")
-    parser.add_argument("--batch", type=int, default=1, help="acquisition part: trials per ask")
+    parser = arguments(__doc__.splitlines()[0], "hartmann6,rosenbrock4,ackley5")
     parser.add_argument("--weights", choices=("default", "value"), default="default",
                         help="acquisition part: 'value' draws the Monte-Carlo acquisitions' starts by value too")
-    parser.add_argument("--out", default=None, help="append one JSON line per function")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.part == "acquisition":
