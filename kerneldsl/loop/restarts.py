@@ -37,6 +37,12 @@ from torch import Tensor
 
 __all__ = ["MERGE_DISTANCE", "MergedRestarts", "HALTED_RESTART", "StartWeights", "starts_by_value"]
 
+MERGE_DISTANCE = 0.03
+"""Two starts are on one optimum once every coordinate is within this fraction of its bounds' range."""
+
+HALTED_RESTART = "STOP: CALLBACK REQUESTED HALT"
+"""scipy's L-BFGS-B message for a start `MergedRestarts` stopped (botorch reports it as a failed start)."""
+
 
 class StartWeights(Enum):
     """How an acquisition's restarts are drawn from its raw points (the best raw point always starts one)."""
@@ -60,12 +66,6 @@ def starts_by_value(X: Tensor, log_values: Tensor, n: int) -> Tensor:
     others = min(n - 1, int((weights > 0).sum()))
     chosen = torch.multinomial(weights, others).tolist() if others > 0 else []
     return X[[best, *chosen]]
-
-MERGE_DISTANCE = 0.03
-"""Two starts are on one optimum once every coordinate is within this fraction of its bounds' range."""
-
-HALTED_RESTART = "STOP: CALLBACK REQUESTED HALT"
-"""scipy's L-BFGS-B message for a start `MergedRestarts` stopped (botorch reports it as a failed start)."""
 
 
 class MergedRestarts:
