@@ -1,18 +1,18 @@
 """Where acquisition restarts start, and stopping those that climb an optimum another restart is already on.
 
-`starts_by_value` draws the starts from the raw points with probability proportional to the acquisition's
-value (`StartWeights.VALUE`), as Optuna's ``GPSampler`` does, instead of botorch's Boltzmann weights on the
-standardised log values (``initialize_q_batch``, `StartWeights.BOLTZMANN`); the best raw point starts one either
-way. A log acquisition's raw values span tens of units, most of them from regions where the acquisition is nearly
-zero; botorch's weights gave those regions most of the starts, and each crawled across a plateau for 15-25
-evaluations before reaching the optimum the best raw point's start had found (eight features, n = 10: all eight
-starts on one optimum in 8 of 8 proposals). Drawn by value, the evaluations of closed-form proposals fell by 42-56%
-on eight log scalars (n = 10, 40, 100) and by 1-42% on Hartmann 6-D, Ackley 5-D and Rosenbrock 4-D (one cell 4%
-more), and no best value moved by more than 2e-8 (``benchmarks/restart_starts.py``). With pending points (Monte
-Carlo acquisitions, each pending point a hole in the surface) the proposer keeps botorch's weights, whose starts
-spread wider: drawn by value there, the evaluations did not fall consistently (-21% to +18% over four functions)
-and, though the best value came out higher more often than lower (31 against 17 of 88 optimisations), one
-optimisation missed the best optimum by 11 in log acquisition value.
+`starts_by_value` draws the starts from the raw points with probability proportional to the acquisition's value
+(`StartWeights.VALUE`), as Optuna's ``GPSampler`` does, instead of botorch's Boltzmann weights on the standardised
+log values (``initialize_q_batch``, `StartWeights.BOLTZMANN`); the best raw point starts one either way. A log
+acquisition's raw values span tens of units, most of them from regions where the acquisition is nearly zero;
+botorch's weights gave those regions most of the starts, and each crawled across a plateau for 15-25 evaluations
+before reaching the optimum the best raw point's start had found (eight features, n = 10: all eight starts on one
+optimum in 6 of 8 proposals, seven in the other two). Drawn by value, the evaluations of closed-form proposals fell
+by 42-56% on eight log scalars (n = 10, 40, 100) and by 1-42% on Hartmann 6-D, Ackley 5-D and Rosenbrock 4-D (one
+cell 4% more), and no best value moved by more than 2e-8 (``benchmarks/restart_starts.py``). With pending points
+(Monte Carlo acquisitions, each pending point a hole in the surface) the proposer keeps botorch's weights, whose
+starts spread wider: drawn by value there, the evaluations did not fall consistently (-21% to +18% over four
+functions) and, though the best value came out higher more often than lower (31 against 17 of 88 optimisations),
+one optimisation missed the best optimum by 11 in log acquisition value.
 
 botorch optimises an acquisition from several starting points at once (``optimize_acqf`` with
 ``gen_candidates_scipy``: one L-BFGS-B per start, batched), and the batch runs until its slowest start
