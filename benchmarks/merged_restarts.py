@@ -26,6 +26,7 @@ import json
 import statistics
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -162,14 +163,20 @@ def arguments(description: str, functions: str) -> argparse.ArgumentParser:
     return parser
 
 
-def main() -> None:
-    parser = arguments(__doc__.splitlines()[0], "hartmann6,rosenbrock4")
+def dispatch(parser: argparse.ArgumentParser, acquisition: Callable[[argparse.Namespace], None],
+             variants: dict[str, dict]) -> None:
+    """Parse the command line and run its part on one torch thread: ``acquisition``, or `search_part` over
+    ``variants``."""
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.part == "acquisition":
-        acquisition_part(args)
-        return
-    search_part(args, VARIANTS)
+        acquisition(args)
+    else:
+        search_part(args, variants)
+
+
+def main() -> None:
+    dispatch(arguments(__doc__.splitlines()[0], "hartmann6,rosenbrock4"), acquisition_part, VARIANTS)
 
 
 def search_part(args: argparse.Namespace, variants: dict[str, dict]) -> None:

@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 import torch
-from botorch.optim.initializers import initialize_q_batch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import kerneldsl.loop.proposals as proposals_module  # noqa: E402
 from kerneldsl.loop.restarts import MergedRestarts  # noqa: E402
-from merged_restarts import Counting, arguments, run_asks, search_part  # noqa: E402
+from merged_restarts import Counting, arguments, dispatch, run_asks  # noqa: E402
 
 VARIANTS = {"by value": {}, "Boltzmann": {"start_weights": "boltzmann"}}
 
@@ -112,12 +110,7 @@ def main() -> None:
     parser = arguments(__doc__.splitlines()[0], "hartmann6,rosenbrock4,ackley5")
     parser.add_argument("--weights", choices=("default", "value"), default="default",
                         help="acquisition part: 'value' draws the Monte-Carlo acquisitions' starts by value too")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    if args.part == "acquisition":
-        acquisition_part(args)
-        return
-    search_part(args, VARIANTS)
+    dispatch(parser, acquisition_part, VARIANTS)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ per torch operation: an acquisition evaluation's backward pass runs one node pas
 about forty (botorch's helpers evaluate every branch of their ``where``s with autograd; issue 23).
 """
 
-
 from __future__ import annotations
 
 import math
